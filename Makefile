@@ -1,0 +1,63 @@
+# tritonrag: `make demo` runs it from nothing, `make test` tests it from nothing.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL := model_repository/cpu/embed/1/variant.json
+MODEL_SOURCES := $(wildcard export/*.py) orchestrator/encoder.py model_repository/backend/model.py
+
+.PHONY: setup model up down status demo test lint unit integration perf clean
+
+setup: $(VENV)/.installed $(MODEL)
+
+$(VENV)/.installed: pyproject.toml scripts/system-deps.sh
+	scripts/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[export,dev]'
+	touch $@
+
+# Export (ONNX fp32 + int8, parity gate) whenever the model code changes.
+$(MODEL): $(VENV)/.installed $(MODEL_SOURCES)
+	$(BIN)/tritonrag export
+
+model: $(MODEL)
+
+up: setup
+	$(BIN)/tritonrag up
+
+down:
+	@if [ -x $(BIN)/tritonrag ]; then $(BIN)/tritonrag down; fi
+
+status:
+	$(BIN)/tritonrag status
+
+demo: setup
+	$(BIN)/tritonrag up
+	$(BIN)/tritonrag embed \
+	  "Triton batches requests from many clients into one model run." \
+	  "The inference server groups concurrent calls into a single batch." \
+	  "Qdrant stores one vector per chunk of text." \
+	  "Der Server fasst gleichzeitige Anfragen zu einem Stapel zusammen."
+	@echo "Triton is still running: \`make down\` stops it."
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy orchestrator export perf tests
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+test: setup lint
+	$(BIN)/pytest -q -rs tests
+
+perf: setup
+	$(BIN)/python -m perf.side_by_side
+	$(BIN)/python -m perf.perf_analyzer
+
+clean: down
+	rm -rf .runtime .models model_repository/cpu/*/1 model_repository/cpu/*/warmup

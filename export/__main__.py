@@ -1,0 +1,8 @@
+"""`python -m export` is `tritonrag export`."""
+
+import sys
+
+from orchestrator.cli import app
+
+if __name__ == "__main__":
+    app(["export", *sys.argv[1:]])

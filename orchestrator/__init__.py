@@ -1,0 +1,1 @@
+"""tritonrag: retrieval-augmented generation around NVIDIA Triton Inference Server."""

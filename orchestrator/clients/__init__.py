@@ -1,0 +1,1 @@
+"""Adapters to the services tritonrag talks to."""

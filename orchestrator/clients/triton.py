@@ -1,0 +1,138 @@
+"""Async gRPC client for the Triton embedding models: one channel, ordered batching, errors
+mapped to the project's vocabulary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.settings import Settings
+
+
+class Priority(IntEnum):
+    """Triton priority levels (1 is served first); see the models' config.pbtxt."""
+
+    QUERY = 1
+    BULK = 2
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Embeddings in input order, tokens each text used, and which variant computed them."""
+
+    embeddings: np.ndarray
+    token_counts: list[int]
+    variant: str
+
+
+class TritonEmbedder:
+    """Embeds texts with a Triton model over one reused gRPC channel."""
+
+    def __init__(self, client: grpcclient.InferenceServerClient, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+        self._batch_limits: dict[str, int] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, settings: Settings) -> AsyncIterator[TritonEmbedder]:
+        client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
+        try:
+            yield cls(client, settings)
+        finally:
+            await client.close()
+
+    async def ready(self, model: str | None = None) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model or self._settings.embed_model))
+        except InferenceServerException:
+            return False
+
+    async def embed(
+        self,
+        texts: list[str],
+        model: str | None = None,
+        priority: Priority = Priority.BULK,
+        timeout_s: float | None = None,
+    ) -> Embeddings:
+        """Embed `texts` in order; lists longer than the model's batch limit are split."""
+        self._validate(texts)
+        name = model or self._settings.embed_model
+        limit = await self._max_batch_size(name)
+        chunks = [texts[i : i + limit] for i in range(0, len(texts), limit)]
+        timeout = timeout_s or self._settings.embed_timeout_s
+        parts = await asyncio.gather(*(self._infer(name, c, priority, timeout) for c in chunks))
+        return Embeddings(
+            embeddings=np.concatenate([p.embeddings for p in parts]),
+            token_counts=[n for p in parts for n in p.token_counts],
+            variant=parts[0].variant,
+        )
+
+    def _validate(self, texts: list[str]) -> None:
+        if not texts:
+            raise TritonRagError(ErrorCode.EMPTY_INPUT, "no text to embed")
+        for i, text in enumerate(texts):
+            if not text:
+                raise TritonRagError(ErrorCode.EMPTY_INPUT, f"input[{i}] is an empty string")
+            if len(text) > self._settings.embed_max_chars:
+                raise TritonRagError(
+                    ErrorCode.TOO_LARGE,
+                    f"input[{i}] has {len(text)} characters; the limit is "
+                    f"{self._settings.embed_max_chars}",
+                )
+
+    async def _max_batch_size(self, model: str) -> int:
+        if model not in self._batch_limits:
+            try:
+                response = await self._client.get_model_config(model, as_json=True)
+            except InferenceServerException as exc:
+                raise map_error(exc, model) from exc
+            self._batch_limits[model] = max(1, int(response["config"].get("max_batch_size", 1)))
+        return self._batch_limits[model]
+
+    async def _infer(self, model: str, texts: list[str], priority: Priority, timeout: float) -> Embeddings:
+        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        outputs = [grpcclient.InferRequestedOutput(n) for n in ("embedding", "token_count", "variant")]
+        try:
+            result = await self._client.infer(
+                model, [tensor], outputs=outputs, priority=int(priority), client_timeout=timeout
+            )
+        except InferenceServerException as exc:
+            raise map_error(exc, model) from exc
+        counts = result.as_numpy("token_count")
+        variant = result.as_numpy("variant")
+        assert counts is not None and variant is not None
+        return Embeddings(
+            embeddings=np.asarray(result.as_numpy("embedding"), dtype=np.float32),
+            token_counts=[int(n) for n in counts.reshape(-1)],
+            variant=bytes(variant.reshape(-1)[0]).decode(),
+        )
+
+
+def map_error(exc: InferenceServerException, model: str) -> TritonRagError:
+    """Triton's gRPC status + message -> the project's error code."""
+    status = str(exc.status() or "")
+    message = str(exc.message() or exc)
+    lowered = message.lower()
+    if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
+        return TritonRagError(ErrorCode.UPSTREAM_TIMEOUT, f"Triton did not answer in time: {message}")
+    if "queue" in lowered and ("maximum" in lowered or "exceeds" in lowered or "timeout" in lowered):
+        return TritonRagError(ErrorCode.OVERLOADED, f"Triton is overloaded: {message}", retry_after_s=1)
+    if "INVALID_ARGUMENT" in status:
+        code = ErrorCode.EMPTY_INPUT if "is empty" in lowered else ErrorCode.INVALID_INPUT
+        return TritonRagError(code, message)
+    if "NOT_FOUND" in status or "unknown model" in lowered:
+        return TritonRagError(ErrorCode.NOT_READY, f"model {model!r} is not loaded: {message}", 5)
+    if "RESOURCE_EXHAUSTED" in status:
+        return TritonRagError(ErrorCode.TOO_LARGE, f"request too large for Triton: {message}")
+    return TritonRagError(ErrorCode.NOT_READY, f"Triton failed ({status}): {message}", retry_after_s=2)

@@ -1,0 +1,116 @@
+"""Tokenise + ONNX Runtime, the exact code Triton's python backend runs.
+
+Shared by the served model (export copies this file next to `model.py`), the parity gate
+and the raw in-process benchmark, so "raw vs served" compares the same work.
+Texts that are encoded together are regrouped by token length, so a short text is not padded
+to a long neighbour: padding is what separates served from raw throughput on real text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What `variant.json` in a model version folder says."""
+
+    variant: str
+    onnx_file: str
+    max_seq_length: int
+    pad_token_id: int
+    dim: int
+
+    @classmethod
+    def load(cls, folder: Path) -> Variant:
+        return cls(**json.loads((folder / "variant.json").read_text()))
+
+    def save(self, folder: Path) -> None:
+        (folder / "variant.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+
+def plan_groups(lengths: list[int], max_waste: float, max_group: int) -> list[list[int]]:
+    """Split indices into groups of similar length.
+
+    Indices are sorted by length; a group closes when padding it to the next length would
+    add more than `max_waste` (a fraction of real tokens), or when it holds `max_group` items.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if current and (
+            len(current) >= max_group or n * (len(current) + 1) > (real + n) * (1.0 + max_waste)
+        ):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Explicit threads: ONNX Runtime's default takes every core, per session."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads burn the cores that other instances need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OnnxEncoder:
+    """Texts in, L2-normalised float32 embeddings out (pooling is inside the graph)."""
+
+    def __init__(
+        self, folder: Path, threads: int = 1, max_waste: float = 0.1, max_group: int = 64
+    ) -> None:
+        self.meta = Variant.load(folder)
+        self.max_waste = max_waste
+        self.max_group = max_group
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.meta.max_seq_length)
+        self.session = ort.InferenceSession(
+            str(folder / self.meta.onnx_file),
+            session_options(threads),
+            providers=["CPUExecutionProvider"],
+        )
+        self.needs_token_types = any(i.name == "token_type_ids" for i in self.session.get_inputs())
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings `[n, dim]` and token counts `[n]` (after truncation)."""
+        if not texts:
+            return np.zeros((0, self.meta.dim), np.float32), np.zeros(0, np.int32)
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        lengths = [len(e.ids) for e in encodings]
+        result = np.empty((len(texts), self.meta.dim), dtype=np.float32)
+        for group in plan_groups(lengths, self.max_waste, self.max_group):
+            result[group] = self.run([encodings[i] for i in group])
+        return result, np.asarray(lengths, dtype=np.int32)
+
+    def run(self, encodings: list[Encoding]) -> np.ndarray:
+        """One ONNX Runtime call on texts padded to the longest of them."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.meta.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.needs_token_types:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        (out,) = self.session.run(["embedding"], feeds)
+        return np.asarray(out, dtype=np.float32)
