@@ -112,3 +112,18 @@ def known_items(
         sentences = [s for s in re.split(r"(?<=[.!?])\s+", docs[i]) if len(s) > 20]
         asked.append(rng.choice(sentences) if sentences else docs[i][: len(docs[i]) // 2])
     return docs, asked, picked
+
+
+def chunks(count: int = 500, seed: int = 3) -> list[str]:
+    """RAG-like chunks of real prose: consecutive paragraphs joined to 60..1000 characters."""
+    rng = random.Random(seed)
+    prose = paragraphs(2400)
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        target, parts = rng.randint(60, 1000), []
+        while sum(map(len, parts)) < target:
+            parts.append(prose[i % len(prose)])
+            i += 1
+        out.append(" ".join(parts)[: target + 200])
+    return out

@@ -57,9 +57,10 @@ def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, A
         raise SystemExit(f"fp32 parity gate failed: {fp32['parity']} (needs min cosine >= 0.9999)")
 
     int8: dict[str, Any] = {}
+    vnni = "vnni" in report["cpu_isa"]
     for scheme in quantize.SCHEMES:
         folder = work / f"int8-{scheme.name}"
-        quantize.quantize(fp32_dir / "model.onnx", folder / "model.onnx", scheme)
+        quantize.quantize(fp32_dir / "model.onnx", folder / "model.onnx", scheme, vnni)
         shutil.copy(fp32_dir / "tokenizer.json", folder / "tokenizer.json")
         Variant("int8", "model.onnx", seq, pad_id, dim).save(folder)
         result = _evaluate(folder, texts, docs, queries, targets, ref, fp32)

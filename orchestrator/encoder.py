@@ -9,8 +9,10 @@ to a long neighbour: padding is what separates served from raw throughput on rea
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 import onnxruntime as ort
@@ -75,20 +77,34 @@ class OnnxEncoder:
     """Texts in, L2-normalised float32 embeddings out (pooling is inside the graph)."""
 
     def __init__(
-        self, folder: Path, threads: int = 1, max_waste: float = 0.1, max_group: int = 64
+        self,
+        folder: Path,
+        threads: int = 1,
+        parallel: int = 1,
+        max_waste: float = 0.1,
+        max_group: int = 64,
     ) -> None:
         self.meta = Variant.load(folder)
+        # Groups run side by side on `parallel` threads (ONNX Runtime releases the GIL), so one
+        # Triton instance keeps every core busy whatever batch the dynamic batcher hands it.
+        self.pool = ThreadPoolExecutor(parallel, "ort") if parallel > 1 else None
         self.max_waste = max_waste
         self.max_group = max_group
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.meta.max_seq_length)
-        self.session = ort.InferenceSession(
-            str(folder / self.meta.onnx_file),
-            session_options(threads),
-            providers=["CPUExecutionProvider"],
-        )
-        self.needs_token_types = any(i.name == "token_type_ids" for i in self.session.get_inputs())
+        # One session per parallel run: sessions shared across threads contend on their arena.
+        self.sessions: Queue[ort.InferenceSession] = Queue()
+        for _ in range(parallel):
+            self.sessions.put(
+                ort.InferenceSession(
+                    str(folder / self.meta.onnx_file),
+                    session_options(threads),
+                    providers=["CPUExecutionProvider"],
+                )
+            )
+        inputs = self.sessions.queue[0].get_inputs()
+        self.needs_token_types = any(i.name == "token_type_ids" for i in inputs)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings `[n, dim]` and token counts `[n]` (after truncation)."""
@@ -97,8 +113,13 @@ class OnnxEncoder:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         lengths = [len(e.ids) for e in encodings]
         result = np.empty((len(texts), self.meta.dim), dtype=np.float32)
-        for group in plan_groups(lengths, self.max_waste, self.max_group):
-            result[group] = self.run([encodings[i] for i in group])
+        groups = plan_groups(lengths, self.max_waste, self.max_group)
+        # Longest work first, so the parallel runs finish close together.
+        groups.sort(key=lambda g: -max(lengths[i] for i in g) * len(g))
+        batches = [[encodings[i] for i in g] for g in groups]
+        outputs = self.pool.map(self.run, batches) if self.pool else map(self.run, batches)
+        for group, out in zip(groups, outputs, strict=True):
+            result[group] = out
         return result, np.asarray(lengths, dtype=np.int32)
 
     def run(self, encodings: list[Encoding]) -> np.ndarray:
@@ -112,5 +133,9 @@ class OnnxEncoder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if self.needs_token_types:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        (out,) = self.session.run(["embedding"], feeds)
+        session = self.sessions.get()
+        try:
+            (out,) = session.run(["embedding"], feeds)
+        finally:
+            self.sessions.put(session)
         return np.asarray(out, dtype=np.float32)

@@ -9,11 +9,15 @@ into each model's version folder.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Rayon's tokenizer threads would fight ONNX Runtime for the same cores.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import triton_python_backend_utils as pb_utils  # provided by the stub at run time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +34,7 @@ class TritonPythonModel:
         self.encoder = OnnxEncoder(
             Path(args["model_repository"]) / args["model_version"],
             threads=int(params.get("intra_op_threads", "1")),
+            parallel=int(params.get("parallel_runs", "1")),
             max_waste=float(params.get("max_padding_waste", "0.1")),
             max_group=int(params.get("max_group", "64")),
         )

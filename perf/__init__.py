@@ -1,0 +1,1 @@
+"""Benchmarks: perf_analyzer sweeps and the raw-vs-served side-by-side."""

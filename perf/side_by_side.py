@@ -1,0 +1,105 @@
+"""Raw ONNX Runtime in-process vs Triton at saturation, same file, same threads, one run.
+
+    python -m perf.side_by_side   (or `make perf`)
+
+Raw gets its best layout: one session with all threads or one single-threaded session per
+core, at its best batch size. Triton is driven by perf_analyzer over gRPC at concurrency 8
+and 16 (the better counts). Texts are real prose chunks of varying length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from export.corpus import chunks
+from export.run import cpu_isa
+from orchestrator.encoder import OnnxEncoder
+from orchestrator.tritonserver import TritonProcess
+from perf.common import RESULTS, bench_settings, run_perf_analyzer
+
+SECONDS = float(os.environ.get("PERF_SECONDS", "6"))
+
+
+def raw_throughput(folder: Path, texts: list[str], sessions: int, threads: int, batch: int) -> float:
+    """Texts/s of `sessions` encoders in parallel threads, each `threads` wide, `batch` per call."""
+    encoders = [OnnxEncoder(folder, threads=threads) for _ in range(sessions)]
+    for e in encoders:
+        e.encode(texts[:batch])
+
+    def work(k: int) -> int:
+        done, start = 0, time.perf_counter()
+        i = k * 997
+        while time.perf_counter() - start < SECONDS:
+            encoders[k].encode([texts[(i + j) % len(texts)] for j in range(batch)])
+            done, i = done + batch, i + batch
+        return done
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(sessions) as pool:
+        total = sum(pool.map(work, range(sessions)))
+    return total / (time.perf_counter() - start)
+
+
+def best_raw(folder: Path, texts: list[str], cores: int) -> dict[str, Any]:
+    layouts = [(1, cores, b) for b in (1, 4, 16, 32)] + [(cores, 1, b) for b in (1, 4, 16)]
+    runs = [
+        {"sessions": s, "threads": t, "batch": b, "texts_per_s": raw_throughput(folder, texts, s, t, b)}
+        for s, t, b in layouts
+    ]
+    return {"best": max(runs, key=lambda r: r["texts_per_s"]), "all": runs}
+
+
+def served(settings: Any, model: str, texts: list[str]) -> dict[str, Any]:
+    rows = [run_perf_analyzer(settings, model, texts, c, SECONDS) for c in (8, 16)]
+    best = max(rows, key=lambda r: r["Inferences/Second"])
+    return {"texts_per_s": best["Inferences/Second"], "concurrency": best["Concurrency"]}
+
+
+def main() -> None:
+    texts = chunks(600)
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = bench_settings(Path(tmp))
+        repo = settings.model_repository
+        variants = [v for v in ("fp32", "int8") if (repo / f"embed_{v}" / "1").exists()]
+        raw = {v: best_raw(repo / f"embed_{v}" / "1", texts, cores) for v in variants}
+        with TritonProcess.start(settings) as server:
+            server.wait_ready()
+            triton = {v: served(settings, f"embed_{v}", texts) for v in variants}
+    result: dict[str, Any] = {"cpu_isa": cpu_isa(), "cores": cores, "texts": len(texts)}
+    for v in variants:
+        result[v] = {"raw": raw[v], "triton": triton[v],
+                     "served_over_raw": triton[v]["texts_per_s"] / raw[v]["best"]["texts_per_s"]}
+    if "int8" in variants:
+        result["int8_served_over_raw_fp32"] = (
+            triton["int8"]["texts_per_s"] / raw["fp32"]["best"]["texts_per_s"]
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "side_by_side.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"CPU: {result['cpu_isa']}, {cores} cores; {len(texts)} real prose chunks (60-1000 chars)",
+        "",
+        "| variant | raw ORT best (layout) | Triton (concurrency) | served / raw |",
+        "|---|---|---|---|",
+    ]
+    for v in variants:
+        b, t = raw[v]["best"], triton[v]
+        lines.append(
+            f"| {v} | {b['texts_per_s']:.1f}/s ({b['sessions']}x{b['threads']} threads, batch "
+            f"{b['batch']}) | {t['texts_per_s']:.1f}/s ({t['concurrency']:.0f}) | "
+            f"{result[v]['served_over_raw']:.3f} |"
+        )
+    if "int8_served_over_raw_fp32" in result:
+        lines.append(f"\nint8 served / raw fp32: {result['int8_served_over_raw_fp32']:.2f}")
+    (RESULTS / "side_by_side.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""orchestrator.clients.triton against a real server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.clients.triton import Priority, TritonEmbedder
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+async def test_long_lists_are_split_and_rejoined_in_order(triton: Settings) -> None:
+    texts = [f"sentence {i}: {'word ' * (i % 37)}" for i in range(150)]  # > max_batch_size 64
+    async with TritonEmbedder.connect(triton) as client:
+        together = await client.embed(texts, model="embed_fp32", priority=Priority.BULK)
+        singles = [await client.embed([t], model="embed_fp32", priority=Priority.QUERY) for t in texts[::25]]
+    assert together.embeddings.shape == (150, 384)
+    assert len(together.token_counts) == 150
+    for k, single in enumerate(singles):
+        np.testing.assert_allclose(together.embeddings[k * 25], single.embeddings[0], atol=1e-5)
+    assert together.variant == "fp32"
+
+
+async def test_client_errors_use_the_project_vocabulary(triton: Settings) -> None:
+    async with TritonEmbedder.connect(triton) as client:
+        with pytest.raises(TritonRagError) as empty:
+            await client.embed([])
+        with pytest.raises(TritonRagError) as blank:
+            await client.embed(["fine", ""])
+        with pytest.raises(TritonRagError) as huge:
+            await client.embed(["x" * (triton.embed_max_chars + 1)])
+        with pytest.raises(TritonRagError) as missing:
+            await client.embed(["hello"], model="no_such_model")
+        assert await client.ready()
+        assert not await client.ready("no_such_model")
+    assert empty.value.code is ErrorCode.EMPTY_INPUT
+    assert blank.value.code is ErrorCode.EMPTY_INPUT
+    assert huge.value.code is ErrorCode.TOO_LARGE
+    assert missing.value.code is ErrorCode.NOT_READY
+    assert missing.value.retry_after_s is not None
+
+
+async def test_an_unreachable_server_is_not_ready(tmp_path: object) -> None:
+    from orchestrator.tritonserver import free_port
+
+    settings = Settings(triton_grpc_port=free_port(), embed_timeout_s=2.0)
+    async with TritonEmbedder.connect(settings) as client:
+        assert not await client.ready()
+        with pytest.raises(TritonRagError) as info:
+            await client.embed(["hello"])
+    assert info.value.code is ErrorCode.NOT_READY
