@@ -12,13 +12,57 @@ import inspect
 import random
 import re
 
-_MODULES = (
-    "argparse asyncio collections concurrent.futures contextlib csv dataclasses datetime "
-    "decimal email enum fractions functools heapq http.client http.server inspect ipaddress "
-    "itertools json logging mailbox multiprocessing os pathlib pickle queue random re sched "
-    "shutil socket sqlite3 statistics string subprocess tarfile tempfile textwrap threading "
-    "tkinter typing unittest urllib.parse uuid wave xml.dom.minidom zipfile zoneinfo"
-).split()
+_MODULES = [
+    "argparse",
+    "asyncio",
+    "collections",
+    "concurrent.futures",
+    "contextlib",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "email",
+    "enum",
+    "fractions",
+    "functools",
+    "heapq",
+    "http.client",
+    "http.server",
+    "inspect",
+    "ipaddress",
+    "itertools",
+    "json",
+    "logging",
+    "mailbox",
+    "multiprocessing",
+    "os",
+    "pathlib",
+    "pickle",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "tkinter",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "uuid",
+    "wave",
+    "xml.dom.minidom",
+    "zipfile",
+    "zoneinfo",
+]
 
 NON_ENGLISH = [
     "Der schnelle braune Fuchs springt über den faulen Hund.",
@@ -121,8 +165,8 @@ def chunks(count: int = 500, seed: int = 3) -> list[str]:
     out: list[str] = []
     i = 0
     while len(out) < count:
-        target, parts = rng.randint(60, 1000), []
-        while sum(map(len, parts)) < target:
+        target, parts = rng.randint(60, 1000), list[str]()
+        while sum(len(p) for p in parts) < target:
             parts.append(prose[i % len(prose)])
             i += 1
         out.append(" ".join(parts)[: target + 200])

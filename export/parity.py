@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.encoder import Matrix
+
 FP32_MIN_COSINE = 0.9999
 INT8_MEAN_COSINE = 0.99
 INT8_TOP10_OVERLAP = 0.95
@@ -25,7 +27,7 @@ class Agreement:
         return asdict(self)
 
 
-def reference(model_dir: Path, texts: list[str]) -> np.ndarray:
+def reference(model_dir: Path, texts: list[str]) -> Matrix:
     """sentence-transformers' own embeddings, normalised, on the CPU, offline."""
     from sentence_transformers import SentenceTransformer
 
@@ -34,14 +36,14 @@ def reference(model_dir: Path, texts: list[str]) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def agreement(texts: list[str], expected: np.ndarray, actual: np.ndarray) -> Agreement:
+def agreement(texts: list[str], expected: Matrix, actual: Matrix) -> Agreement:
     cos = np.sum(_unit(expected) * _unit(actual), axis=1)
     worst = int(np.argmin(cos))
     return Agreement(len(texts), float(cos.min()), float(cos.mean()), texts[worst][:80])
 
 
 def top_k_overlap(
-    corpus_a: np.ndarray, queries_a: np.ndarray, corpus_b: np.ndarray, queries_b: np.ndarray, k: int
+    corpus_a: Matrix, queries_a: Matrix, corpus_b: Matrix, queries_b: Matrix, k: int
 ) -> float:
     """Mean share of each query's top-k neighbours that two embedding spaces agree on."""
     top_a = np.argsort(-(queries_a @ corpus_a.T), axis=1)[:, :k]
@@ -50,12 +52,12 @@ def top_k_overlap(
     return float(np.mean(shared))
 
 
-def known_item_recall(corpus: np.ndarray, queries: np.ndarray, targets: list[int], k: int) -> float:
+def known_item_recall(corpus: Matrix, queries: Matrix, targets: list[int], k: int) -> float:
     """Share of queries whose source paragraph is among their top-k hits."""
     top = np.argsort(-(queries @ corpus.T), axis=1)[:, :k]
     return float(np.mean([t in row for t, row in zip(targets, top, strict=True)]))
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def _unit(x: Matrix) -> Matrix:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -42,7 +42,9 @@ def quantize(fp32: Path, out: Path, scheme: Scheme, vnni: bool) -> Path:
     keep = [
         n.name
         for n in graph.node
-        if n.op_type == "MatMul" and scheme.keep_fp32 and re.search(scheme.keep_fp32, n.name)
+        if n.op_type == "MatMul"
+        and scheme.keep_fp32
+        and re.search(scheme.keep_fp32, n.name)
         and "/attention/" not in n.name
     ]
     quantize_dynamic(

@@ -11,7 +11,10 @@ from pathlib import Path
 from orchestrator.encoder import Variant
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKEND_FILES = (ROOT / "model_repository" / "backend" / "model.py", ROOT / "orchestrator" / "encoder.py")
+BACKEND_FILES = (
+    ROOT / "model_repository" / "backend" / "model.py",
+    ROOT / "orchestrator" / "encoder.py",
+)
 WARMUP_TEXT = "Triton warms this model up before it reports ready."
 
 

@@ -19,7 +19,9 @@ def gpu_present() -> bool:
     return probe.returncode == 0 and "GPU" in probe.stdout
 
 
-def build_plan(onnx_file: Path, plan: Path, max_batch: int, max_seq: int, opt_seq: int = 128) -> Path:
+def build_plan(
+    onnx_file: Path, plan: Path, max_batch: int, max_seq: int, opt_seq: int = 128
+) -> Path:
     """Build an fp16 engine whose profile covers batch 1..max_batch and 1..max_seq tokens."""
     if not gpu_present():
         raise NoGpuError(

@@ -17,7 +17,9 @@ from rich.table import Table
 
 from orchestrator.settings import Settings
 
-app = typer.Typer(help="tritonrag: RAG around NVIDIA Triton Inference Server.", no_args_is_help=True)
+app = typer.Typer(
+    help="tritonrag: RAG around NVIDIA Triton Inference Server.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -28,7 +30,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 @app.command()
 def export(
-    model_dir: Annotated[Path | None, typer.Option(help="sentence-transformers model directory")] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="sentence-transformers model directory")
+    ] = None,
     target: Annotated[str, typer.Option(help="cpu | gpu")] = "cpu",
 ) -> None:
     """Export the embedding model to ONNX (+ int8), gate it on parity and publish it."""
@@ -46,11 +50,23 @@ def export(
     report = export_cpu(settings, model_dir)
     fp32, int8 = report["fp32"], report["int8"]
     table = Table("variant", "min cos", "mean cos", "top-10 overlap", "texts/s", "passed")
-    table.add_row("fp32", f"{fp32['parity']['min_cosine']:.6f}", f"{fp32['parity']['mean_cosine']:.6f}",
-                  "1.000", str(fp32["texts_per_s"]), str(fp32["passed"]))
+    table.add_row(
+        "fp32",
+        f"{fp32['parity']['min_cosine']:.6f}",
+        f"{fp32['parity']['mean_cosine']:.6f}",
+        "1.000",
+        str(fp32["texts_per_s"]),
+        str(fp32["passed"]),
+    )
     for name, r in int8.items():
-        table.add_row(f"int8 {name}", f"{r['parity']['min_cosine']:.4f}", f"{r['parity']['mean_cosine']:.4f}",
-                      f"{r['top10_overlap_vs_fp32']:.3f}", str(r["texts_per_s"]), str(r["passed"]))
+        table.add_row(
+            f"int8 {name}",
+            f"{r['parity']['min_cosine']:.4f}",
+            f"{r['parity']['mean_cosine']:.4f}",
+            f"{r['top10_overlap_vs_fp32']:.3f}",
+            str(r["texts_per_s"]),
+            str(r["passed"]),
+        )
     console.print(table)
     console.print(f"CPU: {report['cpu_isa']}; `embed` serves [bold]{report['embed_serves']}[/bold]")
 
@@ -69,8 +85,10 @@ def triton() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with TritonProcess.start(settings) as server:
         server.wait_ready()
-        console.print(f"Triton ready: http {settings.triton_http_url}, grpc {settings.triton_grpc_url}, "
-                      f"metrics :{settings.triton_metrics_port}; log {server.log_file}")
+        console.print(
+            f"Triton ready: http {settings.triton_http_url}, grpc {settings.triton_grpc_url}, "
+            f"metrics :{settings.triton_metrics_port}; log {server.log_file}"
+        )
         try:
             while not stop.is_set() and server.process.poll() is None:
                 stop.wait(0.5)
@@ -147,7 +165,9 @@ def embed(
         async with TritonEmbedder.connect(settings) as client:
             result = await client.embed(texts, model=model)
         vectors = result.embeddings
-        table = Table("", *[f"#{i}" for i in range(len(texts))], title=f"cosine similarity ({result.variant})")
+        table = Table(
+            "", *[f"#{i}" for i in range(len(texts))], title=f"cosine similarity ({result.variant})"
+        )
         for i, text in enumerate(texts):
             row = [f"{float(vectors[i] @ vectors[j]):.3f}" for j in range(len(texts))]
             table.add_row(f"#{i} {text[:40]}", *row)

@@ -16,7 +16,10 @@ from queue import Queue
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 from tokenizers import Encoding, Tokenizer
+
+Matrix = NDArray[np.float32]  # rows of embeddings
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class OnnxEncoder:
         inputs = self.sessions.queue[0].get_inputs()
         self.needs_token_types = any(i.name == "token_type_ids" for i in inputs)
 
-    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: list[str]) -> tuple[Matrix, NDArray[np.int32]]:
         """Embeddings `[n, dim]` and token counts `[n]` (after truncation)."""
         if not texts:
             return np.zeros((0, self.meta.dim), np.float32), np.zeros(0, np.int32)
@@ -122,7 +125,7 @@ class OnnxEncoder:
             result[group] = out
         return result, np.asarray(lengths, dtype=np.int32)
 
-    def run(self, encodings: list[Encoding]) -> np.ndarray:
+    def run(self, encodings: list[Encoding]) -> Matrix:
         """One ONNX Runtime call on texts padded to the longest of them."""
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self.meta.pad_token_id, dtype=np.int64)

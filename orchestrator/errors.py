@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """What went wrong, independent of transport. The value is the OpenAI `type` field."""
 
     EMPTY_INPUT = "empty_input"
@@ -55,4 +55,6 @@ class TritonRagError(Exception):
 
     def body(self) -> dict[str, Any]:
         """OpenAI-style error body."""
-        return {"error": {"message": self.message, "type": self.code.value, "code": self.code.status}}
+        return {
+            "error": {"message": self.message, "type": self.code.value, "code": self.code.status}
+        }

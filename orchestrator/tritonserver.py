@@ -133,12 +133,15 @@ class TritonProcess:
         deadline = time.monotonic() + self.settings.triton_ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise TritonStartError(f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise TritonStartError(
+                    f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             if is_ready(self.settings):
                 return
             time.sleep(0.25)
         self.stop()
-        raise TritonStartError(f"tritonserver not ready after {self.settings.triton_ready_timeout_s}s:\n{self.log_tail()}")
+        waited = self.settings.triton_ready_timeout_s
+        raise TritonStartError(f"tritonserver not ready after {waited}s:\n{self.log_tail()}")
 
     def stop(self, grace_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after `grace_s`; returns the exit code."""

@@ -54,9 +54,13 @@ def run_perf_analyzer(
             "--measurement-interval", str(int(seconds * 1000)), "--stability-percentage", "50",
             "--max-trials", "10", "-f", str(out), "--percentile", "99",
         ]  # fmt: skip
-        run = subprocess.run(cmd, env=perf_analyzer_env(), capture_output=True, text=True, check=False)
+        run = subprocess.run(
+            cmd, env=perf_analyzer_env(), capture_output=True, text=True, check=False
+        )
         if run.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
+            raise RuntimeError(
+                f"perf_analyzer failed ({run.returncode}):\n{run.stdout}\n{run.stderr}"
+            )
         row = next(csv.DictReader(io.StringIO(out.read_text())))
     return {k: float(v) for k, v in row.items() if _is_number(v)}
 

@@ -1,6 +1,6 @@
 """perf_analyzer sweep over concurrency 1..16 with real text: CSV, markdown table, PNG chart.
 
-    python -m perf.perf_analyzer [MODEL]   (default: embed; or `make perf`)
+python -m perf.perf_analyzer [MODEL]   (default: embed; or `make perf`)
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from orchestrator.tritonserver import TritonProcess
 from perf.common import RESULTS, bench_settings, run_perf_analyzer
 
 CONCURRENCY = (1, 2, 4, 8, 16)
-COLUMNS = ("Concurrency", "Inferences/Second", "p50 latency", "p99 latency", "Server Queue", "Server Compute Infer")
+COLUMNS = (
+    "Concurrency",
+    "Inferences/Second",
+    "p50 latency",
+    "p99 latency",
+    "Server Queue",
+    "Server Compute Infer",
+)
 
 
 def main(model: str = "embed") -> None:
@@ -46,10 +53,14 @@ def main(model: str = "embed") -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
+        ms = [
+            r[k] / 1000
+            for k in ("p50 latency", "p99 latency", "Server Queue", "Server Compute Infer")
+        ]
         lines.append(
-            f"| {r['Concurrency']:.0f} | {r['Inferences/Second']:.1f} | {r['p50 latency'] / 1000:.1f} | "
-            f"{r['p99 latency'] / 1000:.1f} | {r['Server Queue'] / 1000:.1f} | "
-            f"{r['Server Compute Infer'] / 1000:.1f} |"
+            f"| {r['Concurrency']:.0f} | {r['Inferences/Second']:.1f} | "
+            + " | ".join(f"{v:.1f}" for v in ms)
+            + " |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _chart(rows, stem.with_suffix(".png"), model)

@@ -26,7 +26,9 @@ from perf.common import RESULTS, bench_settings, run_perf_analyzer
 SECONDS = float(os.environ.get("PERF_SECONDS", "6"))
 
 
-def raw_throughput(folder: Path, texts: list[str], sessions: int, threads: int, batch: int) -> float:
+def raw_throughput(
+    folder: Path, texts: list[str], sessions: int, threads: int, batch: int
+) -> float:
     """Texts/s of `sessions` encoders in parallel threads, each `threads` wide, `batch` per call."""
     encoders = [OnnxEncoder(folder, threads=threads) for _ in range(sessions)]
     for e in encoders:
@@ -49,7 +51,12 @@ def raw_throughput(folder: Path, texts: list[str], sessions: int, threads: int, 
 def best_raw(folder: Path, texts: list[str], cores: int) -> dict[str, Any]:
     layouts = [(1, cores, b) for b in (1, 4, 16, 32)] + [(cores, 1, b) for b in (1, 4, 16)]
     runs = [
-        {"sessions": s, "threads": t, "batch": b, "texts_per_s": raw_throughput(folder, texts, s, t, b)}
+        {
+            "sessions": s,
+            "threads": t,
+            "batch": b,
+            "texts_per_s": raw_throughput(folder, texts, s, t, b),
+        }
         for s, t, b in layouts
     ]
     return {"best": max(runs, key=lambda r: r["texts_per_s"]), "all": runs}
@@ -74,8 +81,11 @@ def main() -> None:
             triton = {v: served(settings, f"embed_{v}", texts) for v in variants}
     result: dict[str, Any] = {"cpu_isa": cpu_isa(), "cores": cores, "texts": len(texts)}
     for v in variants:
-        result[v] = {"raw": raw[v], "triton": triton[v],
-                     "served_over_raw": triton[v]["texts_per_s"] / raw[v]["best"]["texts_per_s"]}
+        result[v] = {
+            "raw": raw[v],
+            "triton": triton[v],
+            "served_over_raw": triton[v]["texts_per_s"] / raw[v]["best"]["texts_per_s"],
+        }
     if "int8" in variants:
         result["int8_served_over_raw_fp32"] = (
             triton["int8"]["texts_per_s"] / raw["fp32"]["best"]["texts_per_s"]

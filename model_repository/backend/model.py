@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import triton_python_backend_utils as pb_utils  # provided by the stub at run time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encoder import OnnxEncoder  # noqa: E402  (copied next to this file by export)
+from encoder import OnnxEncoder
 
 
 class TritonPythonModel:
@@ -84,7 +84,9 @@ class TritonPythonModel:
             except UnicodeDecodeError as exc:
                 return _invalid(f"text[{k}] is not valid UTF-8 ({exc.reason} at byte {exc.start})")
             if len(text) > self.max_chars:
-                return _invalid(f"text[{k}] has {len(text)} characters; the limit is {self.max_chars}")
+                return _invalid(
+                    f"text[{k}] has {len(text)} characters; the limit is {self.max_chars}"
+                )
             texts.append(text)
         return texts
 

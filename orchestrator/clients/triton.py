@@ -13,6 +13,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.encoder import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.settings import Settings
 
@@ -28,7 +29,7 @@ class Priority(IntEnum):
 class Embeddings:
     """Embeddings in input order, tokens each text used, and which variant computed them."""
 
-    embeddings: np.ndarray
+    embeddings: Matrix
     token_counts: list[int]
     variant: str
 
@@ -98,11 +99,15 @@ class TritonEmbedder:
             self._batch_limits[model] = max(1, int(response["config"].get("max_batch_size", 1)))
         return self._batch_limits[model]
 
-    async def _infer(self, model: str, texts: list[str], priority: Priority, timeout: float) -> Embeddings:
+    async def _infer(
+        self, model: str, texts: list[str], priority: Priority, timeout: float
+    ) -> Embeddings:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput(n) for n in ("embedding", "token_count", "variant")]
+        outputs = [
+            grpcclient.InferRequestedOutput(n) for n in ("embedding", "token_count", "variant")
+        ]
         try:
             result = await self._client.infer(
                 model, [tensor], outputs=outputs, priority=int(priority), client_timeout=timeout
@@ -125,9 +130,15 @@ def map_error(exc: InferenceServerException, model: str) -> TritonRagError:
     message = str(exc.message() or exc)
     lowered = message.lower()
     if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
-        return TritonRagError(ErrorCode.UPSTREAM_TIMEOUT, f"Triton did not answer in time: {message}")
-    if "queue" in lowered and ("maximum" in lowered or "exceeds" in lowered or "timeout" in lowered):
-        return TritonRagError(ErrorCode.OVERLOADED, f"Triton is overloaded: {message}", retry_after_s=1)
+        return TritonRagError(
+            ErrorCode.UPSTREAM_TIMEOUT, f"Triton did not answer in time: {message}"
+        )
+    if "queue" in lowered and (
+        "maximum" in lowered or "exceeds" in lowered or "timeout" in lowered
+    ):
+        return TritonRagError(
+            ErrorCode.OVERLOADED, f"Triton is overloaded: {message}", retry_after_s=1
+        )
     if "INVALID_ARGUMENT" in status:
         code = ErrorCode.EMPTY_INPUT if "is empty" in lowered else ErrorCode.INVALID_INPUT
         return TritonRagError(code, message)
@@ -135,4 +146,6 @@ def map_error(exc: InferenceServerException, model: str) -> TritonRagError:
         return TritonRagError(ErrorCode.NOT_READY, f"model {model!r} is not loaded: {message}", 5)
     if "RESOURCE_EXHAUSTED" in status:
         return TritonRagError(ErrorCode.TOO_LARGE, f"request too large for Triton: {message}")
-    return TritonRagError(ErrorCode.NOT_READY, f"Triton failed ({status}): {message}", retry_after_s=2)
+    return TritonRagError(
+        ErrorCode.NOT_READY, f"Triton failed ({status}): {message}", retry_after_s=2
+    )

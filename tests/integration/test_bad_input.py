@@ -35,7 +35,9 @@ def test_empty_string_is_a_clear_error(client: grpcclient.InferenceServerClient)
     assert "text[0] is empty" in _error(client, _bytes_input([b""]))
 
 
-def test_long_text_is_truncated_to_the_model_max_length(client: grpcclient.InferenceServerClient) -> None:
+def test_long_text_is_truncated_to_the_model_max_length(
+    client: grpcclient.InferenceServerClient,
+) -> None:
     text = ("tokens " * 20_000)[:100_000].encode()
     result = client.infer("embed", [_bytes_input([text])], client_timeout=30)
     assert result.as_numpy("token_count").reshape(-1).tolist() == [256]
@@ -81,6 +83,14 @@ def test_one_bad_request_does_not_fail_its_batch_neighbours(triton: Settings) ->
             outcomes.append(str(exc.message()))
     assert outcomes[0] == outcomes[2] == (1, 384)
     assert "is empty" in str(outcomes[1]) and "is empty" in str(outcomes[3])
+
+
+def test_a_repeated_bad_request_gets_the_same_error(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    # Triton 2.51's response cache would answer the repeat with an empty success.
+    assert "is empty" in _error(client, _bytes_input([b""]))
+    assert "is empty" in _error(client, _bytes_input([b""]))
 
 
 def test_server_is_alive_after_bad_input(triton: Settings) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tritonserver import free_port, is_ready
 from orchestrator.settings import Settings
+from orchestrator.tritonserver import free_port, is_ready
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,27 @@ def test_up_is_not_ready_before_loading_then_ready_then_down(tmp_path: Path) -> 
         assert is_ready(settings)
         again = _cli(env, "up")
         assert "already running" in again.stdout
-        assert f"ready True" in _cli(env, "status").stdout
+        assert "ready True" in _cli(env, "status").stdout
     finally:
         down = _cli(env, "down")
     assert down.returncode == 0 and "stopped Triton" in down.stdout
     assert not is_ready(settings)
     assert "nothing to stop" in _cli(env, "down").stdout
+
+
+def test_server_is_not_ready_until_its_models_are_loaded(tmp_path: Path) -> None:
+    from orchestrator.tritonserver import TritonProcess
+
+    settings = Settings(
+        runtime_dir=tmp_path,
+        triton_http_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_metrics_port=free_port(),
+    )
+    with TritonProcess.start(settings) as server:
+        seen_unready_while_running = not is_ready(settings) and server.process.poll() is None
+        server.wait_ready()
+        assert seen_unready_while_running
+        assert is_ready(settings)
+    assert server.process.returncode == 0
+    assert not is_ready(settings)

@@ -16,7 +16,10 @@ async def test_long_lists_are_split_and_rejoined_in_order(triton: Settings) -> N
     texts = [f"sentence {i}: {'word ' * (i % 37)}" for i in range(150)]  # > max_batch_size 64
     async with TritonEmbedder.connect(triton) as client:
         together = await client.embed(texts, model="embed_fp32", priority=Priority.BULK)
-        singles = [await client.embed([t], model="embed_fp32", priority=Priority.QUERY) for t in texts[::25]]
+        singles = [
+            await client.embed([t], model="embed_fp32", priority=Priority.QUERY)
+            for t in texts[::25]
+        ]
     assert together.embeddings.shape == (150, 384)
     assert len(together.token_counts) == 150
     for k, single in enumerate(singles):

@@ -14,9 +14,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from export.corpus import parity_texts
+from export.onnx_graph import default_model_dir
 from export.parity import reference
 from export.repository import published
-from export.onnx_graph import default_model_dir
+from orchestrator.encoder import Matrix
 from orchestrator.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def _metric(settings: Settings, name: str, model: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def texts_and_reference() -> tuple[list[str], np.ndarray]:
+def texts_and_reference() -> tuple[list[str], Matrix]:
     texts = [t for t in parity_texts(60) if t.strip()][:40]
     return texts, reference(default_model_dir(), texts)
 
@@ -51,7 +52,7 @@ def test_every_published_model_is_ready(triton: Settings) -> None:
 
 
 def test_fp32_over_http_equals_sentence_transformers(
-    triton: Settings, texts_and_reference: tuple[list[str], np.ndarray]
+    triton: Settings, texts_and_reference: tuple[list[str], Matrix]
 ) -> None:
     texts, ref = texts_and_reference
     client = httpclient.InferenceServerClient(triton.triton_http_url)
@@ -63,7 +64,7 @@ def test_fp32_over_http_equals_sentence_transformers(
 
 
 def test_embed_over_grpc_matches_reference_and_says_which_variant(
-    triton: Settings, texts_and_reference: tuple[list[str], np.ndarray]
+    triton: Settings, texts_and_reference: tuple[list[str], Matrix]
 ) -> None:
     texts, ref = texts_and_reference
     client = grpcclient.InferenceServerClient(triton.triton_grpc_url)
@@ -104,13 +105,3 @@ def test_model_readiness_follows_load_and_unload(triton: Settings) -> None:
     assert client.is_model_ready("embed_fp32")
     result = client.infer("embed_fp32", [_text_input(grpcclient, ["hello"])])
     assert result.as_numpy("embedding").shape == (1, 384)
-
-
-def test_response_cache_serves_a_repeated_text(triton: Settings) -> None:
-    client = httpclient.InferenceServerClient(triton.triton_http_url)
-    text = "a text that is asked for twice, so the second answer comes from the cache"
-    first = client.infer("embed", [_text_input(httpclient, [text])]).as_numpy("embedding")
-    hits = _metric(triton, "nv_cache_num_hits_per_model", "embed")
-    second = client.infer("embed", [_text_input(httpclient, [text])]).as_numpy("embedding")
-    assert _metric(triton, "nv_cache_num_hits_per_model", "embed") == hits + 1
-    np.testing.assert_array_equal(first, second)

@@ -7,9 +7,16 @@ from orchestrator.errors import ErrorCode, TritonRagError
 
 def test_every_code_has_the_documented_status() -> None:
     expected = {
-        "empty_input": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404,
-        "too_large": 413, "unsupported_type": 415, "invalid_input": 422, "overloaded": 429,
-        "dependency_not_ready": 503, "upstream_timeout": 504,
+        "empty_input": 400,
+        "unauthorized": 401,
+        "forbidden": 403,
+        "not_found": 404,
+        "too_large": 413,
+        "unsupported_type": 415,
+        "invalid_input": 422,
+        "overloaded": 429,
+        "dependency_not_ready": 503,
+        "upstream_timeout": 504,
     }
     assert {c.value: c.status for c in ErrorCode} == expected
 
