@@ -9,6 +9,7 @@ to a long neighbour: padding is what separates served from raw throughput on rea
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,34 @@ def plan_groups(lengths: list[int], max_waste: float, max_group: int) -> list[li
     if current:
         groups.append(current)
     return groups
+
+
+def pad(encodings: list[Encoding], pad_id: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """input_ids and attention_mask, padded to the longest encoding (never to the maximum)."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, enc in enumerate(encodings):
+        ids[row, : len(enc.ids)] = enc.ids
+        mask[row, : len(enc.ids)] = 1
+    return ids, mask
+
+
+def decode_texts(raw: Iterable[object], max_chars: int) -> list[str] | str:
+    """One request's texts as str, or the message saying why the request is refused."""
+    texts = []
+    for k, item in enumerate(raw):
+        data = item if isinstance(item, bytes) else str(item).encode()
+        if not data:
+            return f"text[{k}] is empty"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"text[{k}] is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        if len(text) > max_chars:
+            return f"text[{k}] has {len(text)} characters; the limit is {max_chars}"
+        texts.append(text)
+    return texts
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -127,12 +156,7 @@ class OnnxEncoder:
 
     def run(self, encodings: list[Encoding]) -> Matrix:
         """One ONNX Runtime call on texts padded to the longest of them."""
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self.meta.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
+        ids, mask = pad(encodings, self.meta.pad_token_id)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if self.needs_token_types:
             feeds["token_type_ids"] = np.zeros_like(ids)

@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import triton_python_backend_utils as pb_utils  # provided by the stub at run time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encoder import OnnxEncoder
+from encoder import OnnxEncoder, decode_texts
 
 
 class TritonPythonModel:
@@ -45,12 +45,12 @@ class TritonPythonModel:
         spans: list[Any] = []  # (start, end) into texts, or the request's TritonError
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
-            decoded = self._decode(raw)
+            decoded = decode_texts(raw, self.max_chars)
             if isinstance(decoded, list):
                 spans.append((len(texts), len(texts) + len(decoded)))
                 texts.extend(decoded)
             else:
-                spans.append(decoded)
+                spans.append(_invalid(decoded))
 
         embeddings, counts = self.encoder.encode(texts)
         return [
@@ -71,24 +71,6 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(
             output_tensors=[t for t in outputs if not wanted or t.name() in wanted]
         )
-
-    def _decode(self, raw: np.ndarray) -> list[str] | Any:
-        """Validate one request's texts: one bad text fails that request, not the batch."""
-        texts = []
-        for k, item in enumerate(raw):
-            data = item if isinstance(item, bytes) else str(item).encode()
-            if not data:
-                return _invalid(f"text[{k}] is empty")
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return _invalid(f"text[{k}] is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-            if len(text) > self.max_chars:
-                return _invalid(
-                    f"text[{k}] has {len(text)} characters; the limit is {self.max_chars}"
-                )
-            texts.append(text)
-        return texts
 
     def finalize(self) -> None:
         del self.encoder
