@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from export import tensorrt
-from export.onnx_graph import default_model_dir, export_fp32, max_seq_length
+from export.onnx_graph import default_model_dir, export_fp32, max_seq_length, pad_token_id
 from export.repository import BACKEND_FILES, ROOT
 from orchestrator.encoder import Variant
 from orchestrator.settings import Settings
@@ -23,7 +23,8 @@ def export_gpu(settings: Settings, model_dir: Path | None = None) -> None:
     seq = max_seq_length(source)
     work = settings.export_dir / source.name / "gpu"
     onnx_file = export_fp32(source, work)
-    Variant("fp32", "model.onnx", seq, 0, 0).save(work)
+    # dim is not needed by the tokenizer step, which is all that reads this file on the gpu.
+    Variant("fp32", "model.onnx", seq, pad_token_id(work), 0).save(work)
 
     tokenize = GPU_REPO / "tokenize" / "1"
     tokenize.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,12 @@ def max_seq_length(model_dir: Path) -> int:
     raise SystemExit(f"{config} does not name max_seq_length; refusing to guess one")
 
 
+def pad_token_id(export_dir: Path) -> int:
+    """The pad id of the exported tokenizer.json (0 for BERT vocabularies)."""
+    tokenizer = json.loads((export_dir / "tokenizer.json").read_text())
+    return int((tokenizer.get("padding") or {}).get("pad_id", 0))
+
+
 def export_fp32(model_dir: Path, out_dir: Path) -> Path:
     """Export with optimum-onnx and keep only the pooled, normalised output as `embedding`."""
     from optimum.exporters.onnx import main_export

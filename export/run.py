@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from export import corpus, parity, quantize, repository
-from export.onnx_graph import default_model_dir, export_fp32, max_seq_length
+from export.onnx_graph import default_model_dir, export_fp32, max_seq_length, pad_token_id
 from orchestrator.encoder import Matrix, OnnxEncoder, Variant
 from orchestrator.settings import Settings
 
@@ -37,8 +37,7 @@ def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, A
     fp32_dir = work / "fp32"
     log.info("exporting %s to ONNX (max_seq_length %d)", source, seq)
     export_fp32(source, fp32_dir)
-    tokenizer = json.loads((fp32_dir / "tokenizer.json").read_text())
-    pad_id = int((tokenizer.get("padding") or {}).get("pad_id", 0))
+    pad_id = pad_token_id(fp32_dir)
 
     texts = corpus.parity_texts()
     docs, queries, targets = corpus.known_items()
