@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -71,10 +70,6 @@ def export(
     console.print(f"CPU: {report['cpu_isa']}; `embed` serves [bold]{report['embed_serves']}[/bold]")
 
 
-def _pid_file(settings: Settings) -> Path:
-    return settings.runtime_dir / "triton.pid"
-
-
 @app.command()
 def triton() -> None:
     """Run Triton in the foreground until Ctrl-C or SIGTERM."""
@@ -99,56 +94,87 @@ def triton() -> None:
 
 @app.command()
 def up() -> None:
-    """Start Triton in the background and return once it is ready."""
-    from orchestrator.tritonserver import TritonProcess, is_ready
+    """Start Redis, Triton, a Celery worker and the API in the background; return when all
+    are ready. Parts already running are left alone, missing ones are started."""
+    from orchestrator import stack
 
     settings = Settings()
-    if _running_pid(settings) is not None and is_ready(settings):
-        console.print("Triton already running and ready")
-        return
-    server = TritonProcess.start(settings, detach=True)
-    _pid_file(settings).write_text(str(server.process.pid))
-    server.wait_ready()
-    console.print(f"Triton ready (pid {server.process.pid}); log {server.log_file}")
+    try:
+        stack.up(settings, console.print)
+    except stack.StackError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"ready: http://{settings.host}:{settings.port} (logs in {settings.runtime_dir})")
 
 
 @app.command()
 def down() -> None:
     """Stop what `up` started, and nothing else."""
-    settings = Settings()
-    pid = _running_pid(settings)
-    if pid is None:
+    from orchestrator import stack
+
+    if stack.down(Settings(), console.print) == 0:
         console.print("nothing to stop")
-        return
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(120):
-        if _running_pid(settings) is None:
-            break
-        threading.Event().wait(0.25)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    _pid_file(settings).unlink(missing_ok=True)
-    console.print(f"stopped Triton (pid {pid})")
 
 
 @app.command()
 def status() -> None:
-    """Say whether Triton is running and ready."""
-    from orchestrator.tritonserver import is_ready
+    """Each part's pid and readiness."""
+    from orchestrator import stack
+
+    table = Table("part", "pid", "ready")
+    for name, state in stack.status(Settings()).items():
+        table.add_row(name, str(state["pid"] or "-"), str(state["ready"]))
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (recursively)")],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "docs",
+    url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
+) -> None:
+    """Upload documents and show a progress bar until every one is indexed or failed."""
+    from orchestrator.ingest_client import ingest_paths
 
     settings = Settings()
-    pid = _running_pid(settings)
-    console.print(f"triton: pid {pid or '-'}, ready {is_ready(settings)}")
+    failed = ingest_paths(
+        url or f"http://{settings.host}:{settings.port}", api_key, collection, paths, console
+    )
+    if failed:
+        raise typer.Exit(1)
 
 
-def _running_pid(settings: Settings) -> int | None:
-    """The pid in our pid file, if that process is still our tritonserver."""
-    try:
-        pid = int(_pid_file(settings).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if b"tritonserver" in cmdline else None
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument()],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "docs",
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
+) -> None:
+    """Search a collection and print the hits."""
+    import httpx
+
+    settings = Settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.post(
+        f"{base}/v1/collections/{collection}/search",
+        json={"query": query, "top_k": top_k},
+        headers=headers,
+        timeout=30,
+    )
+    if response.status_code != 200:
+        console.print(f"[red]{response.status_code}: {response.text}[/red]")
+        raise typer.Exit(1)
+    table = Table("score", "document", "chunk", "text", title=f"{query!r} in {collection}")
+    for hit in response.json()["data"]:
+        text = " ".join(hit["text"].split())
+        table.add_row(
+            f"{hit['score']:.3f}", hit["document_id"], str(hit["chunk_index"]), text[:160]
+        )
+    console.print(table)
 
 
 @app.command()

@@ -42,6 +42,47 @@ class Settings(BaseSettings):
     export_dir: Path = Field(
         ROOT / ".models", description="Where export writes ONNX files and parity reports."
     )
+    # --- orchestrator, workers, stores (issue 3) ---
+    host: str = Field("127.0.0.1", description="Address the orchestrator binds to.")
+    port: int = Field(8080, description="Orchestrator HTTP port.")
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='API key -> tenant, as JSON ({"key": "tenant"}); empty means no auth.',
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for broker, results, job state; unset: start the embedded one."
+    )
+    redis_port: int = Field(6390, description="Port of the embedded redis-server.")
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server for vectors; unset: an embedded qdrant-edge shard."
+    )
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
+    worker_concurrency: int = Field(8, description="Threads (embedded) or processes per worker.")
+    worker_pool: str = Field(
+        "threads", description="Celery pool: threads (embedded edge shard) or prefork (server)."
+    )
+    visibility_timeout_s: int = Field(
+        1800, description="Unacked task is redelivered after this long (Redis broker)."
+    )
+    max_deliveries: int = Field(
+        3, description="A document task delivered more often than this ends `failed`."
+    )
+    task_retries: int = Field(4, description="Retries with backoff on Triton/Qdrant errors.")
+    max_upload_mb: float = Field(20.0, description="Largest request body for uploads, in MiB.")
+    max_files_per_upload: int = Field(100, description="Most files in one upload request.")
+    ingest_queue_limit: int = Field(
+        5000, description="Queued ingest tasks above which uploads answer 429."
+    )
+    chunk_tokens: int = Field(
+        200, description="Chunk length in model tokens (capped at the model's max length)."
+    )
+    chunk_overlap: int = Field(32, description="Tokens shared by consecutive chunks.")
+    embed_batch: int = Field(32, description="Chunks per embedding request from the worker.")
+    search_timeout_s: float = Field(10.0, description="Deadline for a search on the query lane.")
+    max_top_k: int = Field(100, description="Largest top_k a search may ask for.")
+    query_cache_ttl_s: int = Field(
+        3600, description="Seconds a query embedding stays cached in Redis; 0 disables."
+    )
 
     @property
     def triton_grpc_url(self) -> str:
@@ -50,3 +91,15 @@ class Settings(BaseSettings):
     @property
     def triton_http_url(self) -> str:
         return f"{self.triton_host}:{self.triton_http_port}"
+
+    @property
+    def embedded_redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or self.embedded_redis_url
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.runtime_dir / "qdrant"

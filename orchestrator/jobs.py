@@ -1,0 +1,200 @@
+"""Job state, document records and uploaded bytes in Redis: the one place both the
+orchestrator and the workers read and write them. Keys live under `tritonrag:`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from orchestrator.errors import ErrorCode, TritonRagError
+
+PREFIX = "tritonrag:"
+BLOB_TTL_S = 7 * 24 * 3600
+JOB_TTL_S = 30 * 24 * 3600
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
+    INDEXING = "indexing"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.INDEXED, JobState.FAILED)
+
+
+COUNTERS = ("chunks_total", "chunks_reused", "chunks_embedded", "chunks_removed")
+
+
+def scoped(tenant: str, collection: str) -> str:
+    """The store-level collection name: tenants never share one."""
+    return f"{tenant}__{collection}"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def reply_key(request_id: str) -> str:
+    return f"{PREFIX}reply:{request_id}"
+
+
+def query_cache_key(model: str, digest: str) -> str:
+    return f"{PREFIX}qcache:{model}:{digest}"
+
+
+class JobStore:
+    """Typed access to the Redis keys; every method is one or two round trips."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        return cls(redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30))
+
+    # --- uploads ---
+    def create_job(
+        self, tenant: str, collection: str, document: dict[str, Any], data: bytes
+    ) -> str:
+        """Store the bytes, the queued job and the document record pointing at it."""
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        job = {
+            "id": job_id,
+            "state": JobState.QUEUED.value,
+            "tenant": tenant,
+            "collection": collection,
+            "document_id": document["document_id"],
+            "filename": document["filename"],
+            "content_type": document["content_type"],
+            "bytes": len(data),
+            "created_at": now,
+            "updated_at": now,
+            "deliveries": 0,
+            **dict.fromkeys(COUNTERS, 0),
+        }
+        record = {**document, "job_id": job_id, "state": JobState.QUEUED.value, "updated_at": now}
+        pipe = self.redis.pipeline()
+        pipe.set(f"{PREFIX}blob:{job_id}", data, ex=BLOB_TTL_S)
+        pipe.hset(job_key(job_id), mapping={k: _enc(v) for k, v in job.items()})
+        pipe.expire(job_key(job_id), JOB_TTL_S)
+        pipe.hset(self._docs(tenant, collection), document["document_id"], json.dumps(record))
+        pipe.sadd(f"{PREFIX}collections:{tenant}", collection)
+        pipe.execute()
+        return job_id
+
+    def blob(self, job_id: str) -> bytes | None:
+        value = self.redis.get(f"{PREFIX}blob:{job_id}")
+        return bytes(value) if value is not None else None  # type: ignore[arg-type]
+
+    def drop_blob(self, job_id: str) -> None:
+        self.redis.delete(f"{PREFIX}blob:{job_id}")
+
+    # --- jobs ---
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        raw: dict[bytes, bytes] = self.redis.hgetall(job_key(job_id))  # type: ignore[assignment]
+        if not raw:
+            return None
+        return {k.decode(): _dec(k.decode(), v.decode()) for k, v in raw.items()}
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        if fields.get("state") in (JobState.INDEXED, JobState.FAILED):
+            fields["finished_at"] = fields["updated_at"]
+        if "state" in fields and fields["state"] != JobState.QUEUED and "started_at" not in fields:
+            self.redis.hsetnx(job_key(job_id), "started_at", fields["updated_at"])
+        self.redis.hset(job_key(job_id), mapping={k: _enc(v) for k, v in fields.items()})
+
+    def add_count(self, job_id: str, counter: str, n: int) -> None:
+        self.redis.hincrby(job_key(job_id), counter, n)
+        self.redis.hset(job_key(job_id), "updated_at", time.time())
+
+    def count_delivery(self, job_id: str) -> int:
+        return int(self.redis.hincrby(job_key(job_id), "deliveries", 1))  # type: ignore[arg-type]
+
+    # --- documents ---
+    def _docs(self, tenant: str, collection: str) -> str:
+        return f"{PREFIX}docs:{tenant}:{collection}"
+
+    def document(self, tenant: str, collection: str, document_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(self._docs(tenant, collection), document_id)
+        return json.loads(raw) if raw else None  # type: ignore[arg-type]
+
+    def update_document(
+        self, tenant: str, collection: str, document_id: str, job_id: str, **fields: Any
+    ) -> bool:
+        """Update the record only while it still belongs to `job_id` (not replaced/deleted)."""
+        key = self._docs(tenant, collection)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.hget(key, document_id)
+                    record = json.loads(raw) if raw else None  # type: ignore[arg-type]
+                    if record is None or record["job_id"] != job_id:
+                        pipe.unwatch()
+                        return False
+                    record.update(fields, updated_at=time.time())
+                    pipe.multi()
+                    pipe.hset(key, document_id, json.dumps(record))
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def documents(
+        self, tenant: str, collection: str, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of document records ordered by id, and the total count."""
+        key = self._docs(tenant, collection)
+        ids = sorted(k.decode() for k in self.redis.hkeys(key))  # type: ignore[union-attr]
+        page = ids[offset : offset + limit]
+        raws = self.redis.hmget(key, page) if page else []
+        return [json.loads(r) for r in raws if r], len(ids)  # type: ignore[union-attr]
+
+    def remove_document(self, tenant: str, collection: str, document_id: str) -> bool:
+        return bool(self.redis.hdel(self._docs(tenant, collection), document_id))
+
+    def collections(self, tenant: str) -> list[str]:
+        members = self.redis.smembers(f"{PREFIX}collections:{tenant}")
+        return sorted(m.decode() for m in members)  # type: ignore[union-attr]
+
+    def remove_collection(self, tenant: str, collection: str) -> bool:
+        pipe = self.redis.pipeline()
+        pipe.delete(self._docs(tenant, collection))
+        pipe.srem(f"{PREFIX}collections:{tenant}", collection)
+        return bool(pipe.execute()[1])
+
+    def queue_length(self, queue: str) -> int:
+        return int(self.redis.llen(queue))  # type: ignore[arg-type]
+
+
+_NUMERIC = {"bytes", "deliveries", *COUNTERS}
+_FLOATS = {"created_at", "updated_at", "started_at", "finished_at"}
+
+
+def _enc(value: Any) -> str:
+    return value.value if isinstance(value, StrEnum) else str(value)
+
+
+def _dec(key: str, value: str) -> Any:
+    if key in _NUMERIC:
+        return int(value)
+    if key in _FLOATS:
+        return float(value)
+    return value
+
+
+def require(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if value is None:
+        raise TritonRagError(ErrorCode.NOT_FOUND, f"{what} not found")
+    return value

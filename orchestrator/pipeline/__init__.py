@@ -1,0 +1,1 @@
+"""Ingestion and retrieval stages: pure functions, clients passed in."""

@@ -1,0 +1,141 @@
+"""One document through parse -> chunk -> embed -> upsert, converging on the stored state.
+
+Point ids are uuid5(collection, document, chunk index, content hash), so a re-run or a
+redelivery writes the same points; only chunks whose id is new are embedded, and ids the
+document no longer produces are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.clients.vectors import VectorPoint, VectorStore
+from orchestrator.encoder import Matrix
+from orchestrator.errors import TritonRagError
+from orchestrator.jobs import JobState, JobStore, scoped
+from orchestrator.pipeline.chunk import Chunk, Chunker
+from orchestrator.pipeline.embed import Embedder, embed_batches, retrying
+from orchestrator.pipeline.parse import ParseError, extract_text, sniff
+
+log = logging.getLogger("tritonrag.index")
+
+
+class Superseded(Exception):
+    """The document was replaced or deleted while this job ran."""
+
+
+@dataclass(frozen=True)
+class IndexContext:
+    store: VectorStore
+    jobs: JobStore
+    embed: Embedder
+    chunker: Chunker
+    dim: int
+    batch: int
+    attempts: int
+
+
+def ingest(ctx: IndexContext, job_id: str) -> JobState:
+    """Run job `job_id` to a terminal state; returns it. Never raises for bad documents."""
+    job = ctx.jobs.job(job_id)
+    if job is None or JobState(job["state"]).terminal:
+        return JobState(job["state"]) if job else JobState.FAILED
+    tenant, collection, document_id = job["tenant"], job["collection"], job["document_id"]
+    try:
+        metadata = _check_current(ctx, job).get("metadata", {})
+        ctx.jobs.update_job(job_id, state=JobState.PARSING)
+        data = ctx.jobs.blob(job_id)
+        if data is None:
+            raise ParseError("the uploaded bytes expired before the job ran")
+        text = extract_text(data, sniff(data, job["filename"]))
+        chunks = ctx.chunker.split(text)
+        _index_chunks(ctx, job, chunks, metadata)
+    except TritonRagError as exc:  # bad document, or Triton still failing after retries
+        return _fail(ctx, job, exc.message)
+    except Superseded as exc:
+        if ctx.jobs.document(tenant, collection, document_id) is None:
+            # A DELETE ran while we wrote: make sure none of our points outlive it.
+            _with_retry(ctx, ctx.store.delete_document, scoped(tenant, collection), document_id)
+        return _fail(ctx, job, str(exc))
+    ctx.jobs.drop_blob(job_id)
+    ctx.jobs.update_document(
+        tenant, collection, document_id, job_id, state=JobState.INDEXED, chunks=len(chunks)
+    )
+    ctx.jobs.update_job(job_id, state=JobState.INDEXED)
+    return JobState.INDEXED
+
+
+def _index_chunks(
+    ctx: IndexContext, job: dict[str, Any], chunks: list[Chunk], metadata: dict[str, Any]
+) -> None:
+    job_id, document_id = job["id"], job["document_id"]
+    name = scoped(job["tenant"], job["collection"])
+    ids = [c.point_id(name, document_id) for c in chunks]
+    existing = _with_retry(ctx, ctx.store.document_ids, name, document_id)
+    todo = [(c, i) for c, i in zip(chunks, ids, strict=True) if i not in existing]
+    ctx.jobs.update_job(
+        job_id,
+        state=JobState.EMBEDDING,
+        chunks_total=len(chunks),
+        chunks_reused=len(chunks) - len(todo),
+    )
+
+    def on_batch(start: int, rows: Matrix) -> None:
+        _check_current(ctx, job)
+        part = todo[start : start + len(rows)]
+        points = [
+            VectorPoint(pid, row.tolist(), _payload(job, chunk, metadata))
+            for (chunk, pid), row in zip(part, rows, strict=True)
+        ]
+        ctx.jobs.update_job(job_id, state=JobState.INDEXING)
+        _with_retry(ctx, ctx.store.upsert, name, ctx.dim, points)
+        ctx.jobs.add_count(job_id, "chunks_embedded", len(points))
+        ctx.jobs.update_job(job_id, state=JobState.EMBEDDING)
+
+    embed_batches(ctx.embed, [c.text for c, _ in todo], ctx.batch, ctx.attempts, on_batch)
+    ctx.jobs.update_job(job_id, state=JobState.INDEXING)
+    _check_current(ctx, job)
+    stale = _with_retry(ctx, ctx.store.document_ids, name, document_id) - set(ids)
+    _with_retry(ctx, ctx.store.delete, name, sorted(stale))
+    ctx.jobs.update_job(job_id, chunks_removed=len(stale))
+
+
+def _payload(job: dict[str, Any], chunk: Chunk, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "document_id": job["document_id"],
+        "chunk_index": chunk.index,
+        "text": chunk.text,
+        "filename": job["filename"],
+        "metadata": metadata,
+    }
+
+
+def _check_current(ctx: IndexContext, job: dict[str, Any]) -> dict[str, Any]:
+    """The document record, if it still belongs to this job."""
+    record = ctx.jobs.document(job["tenant"], job["collection"], job["document_id"])
+    if record is None:
+        raise Superseded("the document was deleted while it was being indexed")
+    if record["job_id"] != job["id"]:
+        raise Superseded(f"replaced by a newer upload (job {record['job_id']})")
+    return record
+
+
+def _with_retry(ctx: IndexContext, fn: Any, *args: Any) -> Any:
+    return retrying(ctx.attempts)(fn, *args)
+
+
+def _fail(ctx: IndexContext, job: dict[str, Any], reason: str) -> JobState:
+    log.warning("job %s failed: %s", job["id"], reason)
+    ctx.jobs.update_job(job["id"], state=JobState.FAILED, reason=reason)
+    ctx.jobs.update_document(
+        job["tenant"],
+        job["collection"],
+        job["document_id"],
+        job["id"],
+        state=JobState.FAILED,
+        reason=reason,
+    )
+    ctx.jobs.drop_blob(job["id"])
+    return JobState.FAILED

@@ -1,0 +1,1 @@
+"""One router per resource; handlers validate, call one function, shape the answer."""

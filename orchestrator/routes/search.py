@@ -1,0 +1,39 @@
+"""Search a collection: embed the query (Triton, query priority), search on the query lane."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from orchestrator.deps import ServicesDep, TenantDep
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.jobs import scoped
+from orchestrator.routes.documents import Collection
+from orchestrator.schemas import SearchHit, SearchRequest, SearchResponse
+from workers.celery_app import SEARCH
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/collections/{collection}/search")
+async def search_collection(
+    collection: Collection, body: SearchRequest, services: ServicesDep, tenant: TenantDep
+) -> SearchResponse:
+    settings = services.settings
+    if body.top_k > settings.max_top_k:
+        raise TritonRagError(
+            ErrorCode.INVALID_INPUT, f"top_k is at most {settings.max_top_k}, got {body.top_k}"
+        )
+    if not body.query.strip():
+        raise TritonRagError(ErrorCode.EMPTY_INPUT, "query is blank")
+    vector = await services.embed_query(body.query)
+    hits = await services.call(
+        SEARCH,
+        scoped(tenant, collection),
+        vector,
+        body.top_k,
+        body.filters,
+        timeout_s=settings.search_timeout_s,
+    )
+    return SearchResponse(
+        collection=collection, query=body.query, data=[SearchHit(**h) for h in hits]
+    )

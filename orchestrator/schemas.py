@@ -1,0 +1,105 @@
+"""Wire models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+CollectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+DocumentId = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+FilterValue = str | int | bool
+
+
+class UploadedDocument(BaseModel):
+    document_id: str
+    job_id: str
+    filename: str
+    content_type: str
+    bytes: int
+
+
+class UploadResponse(BaseModel):
+    collection: str
+    documents: list[UploadedDocument]
+
+
+class DocumentPage(BaseModel):
+    data: list[dict[str, Any]]
+    total: int
+    offset: int
+    limit: int
+
+
+class Job(BaseModel):
+    id: str
+    state: str
+    collection: str
+    document_id: str
+    filename: str
+    reason: str | None = None
+    chunks_total: int
+    chunks_reused: int
+    chunks_embedded: int
+    chunks_removed: int
+    deliveries: int
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    chunks_per_s: float | None = Field(None, description="Embedding throughput so far.")
+    eta_s: float | None = Field(None, description="Seconds left at the current throughput.")
+
+
+class SearchRequest(BaseModel):
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    top_k: int = Field(5, ge=1)
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict, description="Exact matches on document_id or metadata keys."
+    )
+
+
+class SearchHit(BaseModel):
+    document_id: str
+    chunk_id: str
+    chunk_index: int
+    score: float
+    text: str
+    filename: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    query: str
+    data: list[SearchHit]
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI /v1/embeddings; token-id inputs are not supported (we tokenize in Triton)."""
+
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage

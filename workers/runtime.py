@@ -1,0 +1,91 @@
+"""What a worker process opens once: Redis job store, vector store, Triton, chunker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from functools import cached_property
+from typing import Any, TypeVar
+
+from orchestrator.clients.triton import TritonEmbedder
+from orchestrator.clients.vectors import VectorStore, open_store
+from orchestrator.encoder import Matrix, Variant
+from orchestrator.jobs import JobStore
+from orchestrator.pipeline.chunk import Chunker
+from orchestrator.pipeline.index import IndexContext
+from orchestrator.settings import Settings
+
+T = TypeVar("T")
+
+
+class SyncEmbedder:
+    """TritonEmbedder (grpc.aio) driven from worker threads through one background loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client: TritonEmbedder = self._run(self._open(settings))
+
+    async def _open(self, settings: Settings) -> TritonEmbedder:
+        import tritonclient.grpc.aio as grpcclient
+
+        return TritonEmbedder(grpcclient.InferenceServerClient(settings.triton_grpc_url), settings)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __call__(self, texts: list[str]) -> Matrix:
+        return self._run(self._client.embed(texts)).embeddings
+
+
+class WorkerRuntime:
+    """Opened lazily on the first task, once per process (threads share it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore.from_url(self.settings.broker_url)
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return open_store(self.settings)
+
+    @cached_property
+    def index(self) -> IndexContext:
+        folder = self.settings.model_repository / self.settings.embed_model / "1"
+        s = self.settings
+        return IndexContext(
+            store=self.store,
+            jobs=self.jobs,
+            embed=SyncEmbedder(s),
+            chunker=Chunker.from_model_dir(folder, s.chunk_tokens, s.chunk_overlap),
+            dim=Variant.load(folder).dim,
+            batch=s.embed_batch,
+            attempts=s.task_retries,
+        )
+
+
+_lock = threading.Lock()
+_runtime: WorkerRuntime | None = None
+
+
+def runtime() -> WorkerRuntime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = WorkerRuntime(Settings())
+            # Touch everything under the lock: cached_property is not thread-safe.
+            _ = _runtime.index
+        return _runtime
+
+
+def close() -> None:
+    global _runtime
+    with _lock:
+        if _runtime is not None and "store" in _runtime.__dict__:
+            _runtime.store.close()
+        _runtime = None

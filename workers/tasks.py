@@ -1,0 +1,82 @@
+"""Thin tasks: ids in, pipeline call, state in Redis."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_shutdown
+
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.jobs import JobState, reply_key
+from orchestrator.pipeline import index, retrieve
+from workers import celery_app as lanes
+from workers.celery_app import app
+from workers.runtime import close, runtime
+
+log = logging.getLogger("tritonrag.worker")
+REPLY_TTL_S = 120
+
+
+@app.task(name=lanes.INGEST_DOCUMENT, bind=True)
+def ingest_document(self: Task, job_id: str) -> str:
+    rt = runtime()
+    deliveries = rt.jobs.count_delivery(job_id)
+    if deliveries > rt.settings.max_deliveries:
+        # Redelivered after a worker died on it this many times: stop the loop here.
+        reason = f"gave up after {deliveries - 1} deliveries: a worker died processing it"
+        rt.jobs.update_job(job_id, state=JobState.FAILED, reason=reason)
+        return JobState.FAILED.value
+    try:
+        return index.ingest(rt.index, job_id).value
+    except Exception as exc:
+        # Unexpected (a bug, the store down past retries): the job must not hang mid-way.
+        rt.jobs.update_job(job_id, state=JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+@app.task(name=lanes.SEARCH)
+def search(
+    request_id: str, collection: str, vector: list[float], top_k: int, filters: dict[str, Any]
+) -> None:
+    _answer(
+        request_id, lambda: retrieve.search(runtime().store, collection, vector, top_k, filters)
+    )
+
+
+@app.task(name=lanes.DELETE_DOCUMENT)
+def delete_document(request_id: str, collection: str, document_id: str) -> None:
+    _answer(request_id, lambda: runtime().store.delete_document(collection, document_id))
+
+
+@app.task(name=lanes.DROP_COLLECTION)
+def drop_collection(request_id: str, collection: str) -> None:
+    _answer(request_id, lambda: runtime().store.drop(collection))
+
+
+@app.task(name=lanes.PING)
+def ping(request_id: str) -> None:
+    _answer(request_id, lambda: "pong")
+
+
+def _answer(request_id: str, work: Any) -> None:
+    """Run `work` and push its result (or error) to the caller's reply key."""
+    try:
+        message: dict[str, Any] = {"result": work()}
+    except TritonRagError as exc:
+        message = exc.body()
+    except Exception as exc:
+        log.exception("query-lane task failed")
+        message = TritonRagError(ErrorCode.NOT_READY, f"vector store failed: {exc}").body()
+    jobs = runtime().jobs
+    pipe = jobs.redis.pipeline()
+    pipe.rpush(reply_key(request_id), json.dumps(message))
+    pipe.expire(reply_key(request_id), REPLY_TTL_S)
+    pipe.execute()
+
+
+@worker_shutdown.connect
+def _close_stores(**_: Any) -> None:
+    close()
