@@ -44,7 +44,7 @@ demo: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy orchestrator export perf tests
+	$(BIN)/mypy orchestrator workers export perf tests
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -q tests/unit

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
 GROUP_FILES = 32
@@ -93,7 +100,9 @@ def ingest_paths(
     return len(failures) + len(rejected)
 
 
-def _follow(client: httpx.Client, jobs: dict[str, str], progress: Progress, task: int) -> list[str]:
+def _follow(
+    client: httpx.Client, jobs: dict[str, str], progress: Progress, task: TaskID
+) -> list[str]:
     pending, failures = set(jobs), []
     while pending:
         for job_id in sorted(pending):

@@ -119,7 +119,7 @@ class JobStore:
         self.redis.hset(job_key(job_id), "updated_at", time.time())
 
     def count_delivery(self, job_id: str) -> int:
-        return int(self.redis.hincrby(job_key(job_id), "deliveries", 1))  # type: ignore[arg-type]
+        return int(self.redis.hincrby(job_key(job_id), "deliveries", 1))
 
     # --- documents ---
     def _docs(self, tenant: str, collection: str) -> str:
@@ -127,7 +127,7 @@ class JobStore:
 
     def document(self, tenant: str, collection: str, document_id: str) -> dict[str, Any] | None:
         raw = self.redis.hget(self._docs(tenant, collection), document_id)
-        return json.loads(raw) if raw else None  # type: ignore[arg-type]
+        return json.loads(raw) if raw else None
 
     def update_document(
         self, tenant: str, collection: str, document_id: str, job_id: str, **fields: Any
@@ -137,9 +137,9 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     raw = pipe.hget(key, document_id)
-                    record = json.loads(raw) if raw else None  # type: ignore[arg-type]
+                    record = json.loads(raw) if raw else None
                     if record is None or record["job_id"] != job_id:
                         pipe.unwatch()
                         return False
@@ -159,7 +159,7 @@ class JobStore:
         ids = sorted(k.decode() for k in self.redis.hkeys(key))  # type: ignore[union-attr]
         page = ids[offset : offset + limit]
         raws = self.redis.hmget(key, page) if page else []
-        return [json.loads(r) for r in raws if r], len(ids)  # type: ignore[union-attr]
+        return [json.loads(r) for r in raws if r], len(ids)
 
     def remove_document(self, tenant: str, collection: str, document_id: str) -> bool:
         return bool(self.redis.hdel(self._docs(tenant, collection), document_id))
@@ -175,7 +175,7 @@ class JobStore:
         return bool(pipe.execute()[1])
 
     def queue_length(self, queue: str) -> int:
-        return int(self.redis.llen(queue))  # type: ignore[arg-type]
+        return int(self.redis.llen(queue))
 
 
 _NUMERIC = {"bytes", "deliveries", *COUNTERS}

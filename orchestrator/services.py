@@ -71,10 +71,12 @@ class Services:
         key = query_cache_key(self.settings.embed_model, hashlib.sha256(text.encode()).hexdigest())
         if ttl:
             cached = await self.redis.get(key)
-            if cached is not None:
-                return np.frombuffer(cached, dtype=np.float32).tolist()
+            if isinstance(cached, bytes):
+                cached_row: list[float] = np.frombuffer(cached, np.float32).tolist()
+                return cached_row
         result = await self.embedder.embed([text], priority=Priority.QUERY)
         row = np.ascontiguousarray(result.embeddings[0], dtype=np.float32)
         if ttl:
             await self.redis.set(key, row.tobytes(), ex=ttl)
-        return row.tolist()
+        vector: list[float] = row.tolist()
+        return vector

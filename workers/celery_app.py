@@ -7,7 +7,7 @@ free always takes a waiting `query` task before any `ingest` task.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from orchestrator.settings import Settings
 

@@ -100,6 +100,7 @@ class EdgeVectors:
         if not points:
             return
         shard = self._shard(collection, dim)
+        assert shard is not None  # created when dim is given
         batch = [qe.Point(p.id, p.vector, p.payload) for p in points]
         shard.update(qe.UpdateOperation.upsert_points(batch))
         shard.flush()
@@ -154,7 +155,7 @@ class EdgeVectors:
         shard = self._shard(collection, None)
         if shard is None:
             return []
-        conditions = [
+        conditions: list[Any] = [
             qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in sorted(match.items())
         ]
         request = qe.QueryRequest(
