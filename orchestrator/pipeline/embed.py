@@ -34,7 +34,7 @@ def retrying(attempts: int) -> Retrying:
     return Retrying(
         retry=retry_if_exception(transient),
         stop=stop_after_attempt(attempts + 1),
-        wait=wait_exponential_jitter(initial=0.5, max=8.0),
+        wait=wait_exponential_jitter(multiplier=0.5, max=8.0),
         reraise=True,
     )
 

@@ -1,0 +1,101 @@
+"""The same cases against both adapters: qdrant-edge shards and qdrant-client (local mode
+standing in for a Qdrant server)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from orchestrator.clients.vectors import EdgeVectors, ServerVectors, VectorPoint, VectorStore
+
+DIM = 16
+
+
+@pytest.fixture(params=["edge", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    adapter: VectorStore
+    if request.param == "edge":
+        adapter = EdgeVectors(tmp_path / "shards")
+    else:
+        adapter = ServerVectors(QdrantClient(location=":memory:"))
+    yield adapter
+    adapter.close()
+
+
+def _points(n: int, docs: int = 3) -> list[VectorPoint]:
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(n, DIM))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return [
+        VectorPoint(
+            f"00000000-0000-0000-0000-{i:012d}",
+            rows[i].tolist(),
+            {"document_id": f"doc{i % docs}", "metadata": {"lang": "en" if i % 2 else "fr"}},
+        )
+        for i in range(n)
+    ]
+
+
+def test_nearest_neighbour_is_the_point_itself(store: VectorStore) -> None:
+    points = _points(50)
+    store.upsert("c", DIM, points)
+    hits = store.search("c", points[17].vector, 5, {})
+    assert hits[0].id == points[17].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_filters_match_document_and_nested_metadata(store: VectorStore) -> None:
+    points = _points(60)
+    store.upsert("c", DIM, points)
+    hits = store.search("c", points[0].vector, 100, {"document_id": "doc1"})
+    assert len(hits) == 20 and {h.payload["document_id"] for h in hits} == {"doc1"}
+    hits = store.search("c", points[0].vector, 100, {"document_id": "doc1", "metadata.lang": "en"})
+    assert len(hits) == 10
+
+
+def test_upsert_is_idempotent(store: VectorStore) -> None:
+    points = _points(30)
+    store.upsert("c", DIM, points)
+    store.upsert("c", DIM, points)
+    assert store.count("c") == 30
+
+
+def test_document_ids_and_deletes(store: VectorStore) -> None:
+    points = _points(30)
+    store.upsert("c", DIM, points)
+    assert store.document_ids("c", "doc2") == {p.id for p in points[2::3]}
+    store.delete_document("c", "doc2")
+    assert store.document_ids("c", "doc2") == set() and store.count("c") == 20
+    store.delete("c", [points[0].id, points[1].id])
+    assert store.count("c") == 18
+    assert store.search("c", points[2].vector, 50, {"document_id": "doc2"}) == []
+
+
+def test_collections_are_separate_and_drop(store: VectorStore) -> None:
+    store.upsert("a", DIM, _points(10))
+    store.upsert("b", DIM, _points(4))
+    assert (store.count("a"), store.count("b")) == (10, 4)
+    assert store.drop("a") is True
+    assert store.count("a") == 0 and store.search("a", _points(1)[0].vector, 3, {}) == []
+    assert store.count("b") == 4
+
+
+def test_unknown_collection_reads_as_empty(store: VectorStore) -> None:
+    assert store.count("nope") == 0
+    assert store.document_ids("nope", "d") == set()
+    assert store.search("nope", [0.1] * DIM, 3, {}) == []
+    store.delete("nope", ["00000000-0000-0000-0000-000000000001"])
+    store.delete_document("nope", "d")
+
+
+def test_edge_shard_persists_across_reopen(tmp_path: Path) -> None:
+    points = _points(20)
+    first = EdgeVectors(tmp_path)
+    first.upsert("c", DIM, points)
+    first.close()
+    second = EdgeVectors(tmp_path)
+    assert second.count("c") == 20
+    assert second.search("c", points[3].vector, 1, {})[0].id == points[3].id
+    second.close()
