@@ -1,0 +1,180 @@
+"""Upload -> indexed -> found; replace; delete; bad documents; all through the real stack."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests import samples
+from tests.integration.conftest import search, upload, wait_job
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "volcano.txt": b"Volcanic eruptions eject molten lava, ash and gases from the Earth's mantle.",
+    "pasta.md": b"# Cooking\n\nBoil the spaghetti in salted water for nine minutes, then drain.",
+    "tides.html": samples.html("Tides", "The moon's gravity pulls the oceans and causes tides."),
+    "chess.pdf": samples.pdf("The knight moves in an L shape on the chess board."),
+    "bees.docx": samples.docx("Honey bees communicate the location of flowers by dancing."),
+}
+QUERIES = {
+    "volcano.txt": "what comes out of a volcano",
+    "pasta.md": "how long should I boil noodles",
+    "tides.html": "why does the sea level rise and fall",
+    "chess.pdf": "how does a horse piece move in chess",
+    "bees.docx": "how do insects tell each other where food is",
+}
+
+
+def test_every_type_is_indexed_and_found(api: httpx.Client) -> None:
+    response = upload(api, "kinds", list(DOCS.items()), metadata=json.dumps({"set": "kinds"}))
+    assert response.status_code == 202, response.text
+    accepted = response.json()["documents"]
+    assert [d["document_id"] for d in accepted] == list(DOCS)
+    for doc in accepted:
+        job = wait_job(api, doc["job_id"])
+        assert job["state"] == "indexed", job
+        assert job["chunks_total"] == job["chunks_embedded"] == 1
+    for name, query in QUERIES.items():
+        hits = search(api, "kinds", query, top_k=3)
+        assert hits[0]["document_id"] == name, (query, hits)
+        assert hits[0]["metadata"] == {"set": "kinds"}
+    assert "script text" not in json.dumps(search(api, "kinds", "secret script", top_k=5))
+    only = search(api, "kinds", "chess", top_k=5, document_id="bees.docx")
+    assert {h["document_id"] for h in only} == {"bees.docx"}
+    assert search(api, "kinds", "chess", top_k=5, set="other") == []
+
+    listed = api.get("/v1/collections/kinds/documents", params={"limit": 2}).json()
+    assert listed["total"] == 5 and len(listed["data"]) == 2
+    assert api.get("/v1/collections/kinds/documents/chess.pdf").json()["state"] == "indexed"
+
+
+LONG = "\n\n".join(
+    f"Section {i}. " + " ".join(f"The archive entry {i}-{j} describes item {j}." for j in range(6))
+    for i in range(10)
+)
+
+
+def test_replace_re_embeds_only_changed_chunks(api: httpx.Client) -> None:
+    first = upload(api, "replace", [("notes.txt", LONG.encode())]).json()["documents"][0]
+    job = wait_job(api, first["job_id"])
+    assert job["state"] == "indexed" and job["chunks_total"] > 4
+    total = job["chunks_total"]
+
+    same = upload(api, "replace", [("notes.txt", LONG.encode())]).json()["documents"][0]
+    job = wait_job(api, same["job_id"])
+    assert (job["chunks_embedded"], job["chunks_reused"], job["chunks_removed"]) == (0, total, 0)
+
+    edited = LONG.rsplit("\n\n", 3)[0] + "\n\nA final remark about zebras crossing the river."
+    changed = upload(api, "replace", [("notes.txt", edited.encode())]).json()["documents"][0]
+    job = wait_job(api, changed["job_id"])
+    assert job["state"] == "indexed"
+    assert 0 < job["chunks_embedded"] < job["chunks_total"] and job["chunks_removed"] > 0
+    hits = search(api, "replace", "zebras crossing a river", top_k=100, document_id="notes.txt")
+    assert len(hits) == job["chunks_total"]
+    assert "zebras" in hits[0]["text"]
+    assert not any("entry 9-" in h["text"] for h in hits)  # the removed tail is gone
+
+
+def test_delete_document_and_collection(api: httpx.Client) -> None:
+    docs = [("a.txt", b"Alpine glaciers are retreating."), ("b.txt", b"Desert dunes move.")]
+    for doc in upload(api, "deletes", docs).json()["documents"]:
+        assert wait_job(api, doc["job_id"])["state"] == "indexed"
+    response = api.delete("/v1/collections/deletes/documents/a.txt")
+    assert response.status_code == 200
+    assert {h["document_id"] for h in search(api, "deletes", "glaciers", top_k=10)} == {"b.txt"}
+    assert api.get("/v1/collections/deletes/documents/a.txt").status_code == 404
+    assert api.delete("/v1/collections/deletes/documents/a.txt").status_code == 404
+    assert api.delete("/v1/collections/deletes").status_code == 200
+    assert search(api, "deletes", "dunes") == []
+    assert api.get("/v1/collections/deletes/documents").json()["total"] == 0
+    assert api.delete("/v1/collections/deletes").status_code == 404
+
+
+def test_corrupt_empty_and_textless_documents_fail_and_the_worker_lives_on(
+    api: httpx.Client,
+) -> None:
+    bad = [
+        ("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage, no xref"),
+        ("cut.pdf", samples.pdf("truncated")[:180]),
+        ("empty.txt", b""),
+        ("blank.md", b"   \n\n \t"),
+    ]
+    response = upload(api, "bad", bad)
+    assert response.status_code == 202, response.text
+    for doc in response.json()["documents"]:
+        job = wait_job(api, doc["job_id"])
+        assert job["state"] == "failed" and job["reason"], job
+        assert job["deliveries"] == 1  # failed once, not redelivered in a loop
+    ok = upload(api, "bad", [("fine.txt", b"The worker still indexes this.")]).json()
+    assert wait_job(api, ok["documents"][0]["job_id"])["state"] == "indexed"
+
+
+@pytest.mark.parametrize(
+    ("files", "status"),
+    [
+        ([("fake.pdf", b"plain text pretending")], 415),
+        ([("tool.exe", b"MZ\x90\x00binary")], 415),
+        ([("x.png", b"\x89PNG\r\n\x1a\n\x00\x00")], 415),
+        ([("ok.txt", b"fine"), ("evil.docx", b"PK\x03\x04 not a zip")], 415),
+        ([], 400),
+    ],
+)
+def test_upload_rejections(
+    api: httpx.Client, files: list[tuple[str, bytes]], status: int
+) -> None:
+    response = (
+        upload(api, "rejects", files)
+        if files
+        else api.post("/v1/collections/rejects/documents", data={"x": "1"})
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == status
+    # nothing from a rejected request was queued, not even its valid files
+    assert api.get("/v1/collections/rejects/documents").json()["total"] == 0
+
+
+def test_filenames_are_never_paths(api: httpx.Client) -> None:
+    response = upload(api, "paths", [("../../etc/passwd.txt", b"root:x:0:0")])
+    assert response.status_code == 202
+    assert response.json()["documents"][0]["document_id"] == "passwd.txt"
+
+
+def test_too_large_is_413_before_the_body_is_read(api: httpx.Client, stack: object) -> None:
+    limit = int(getattr(stack, "max_upload_mb") * 2**20)
+    response = upload(api, "big", [("big.txt", b"a" * (limit + 1))])
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"query": ""}, 422),
+        ({"query": "   "}, 400),
+        ({"query": "x", "top_k": 0}, 422),
+        ({"query": "x", "top_k": 100000}, 422),
+        ({"query": "x", "filters": {"a": {"nested": 1}}}, 422),
+        ({"top_k": 3}, 422),
+    ],
+)
+def test_search_rejections(api: httpx.Client, body: dict[str, object], status: int) -> None:
+    response = api.post("/v1/collections/kinds/search", json=body)
+    assert response.status_code == status, response.text
+
+
+def test_bad_collection_names_are_422(api: httpx.Client) -> None:
+    assert api.get("/v1/collections/..%2Fetc/documents").status_code in (404, 422)
+    assert api.post("/v1/collections/a%20b/search", json={"query": "x"}).status_code == 422
+
+
+def test_job_events_stream_to_the_end(api: httpx.Client) -> None:
+    doc = upload(api, "events", [("e.txt", LONG.encode())]).json()["documents"][0]
+    states = []
+    with api.stream("GET", f"/v1/jobs/{doc['job_id']}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                states.append(json.loads(line[5:])["state"])
+    assert states[-1] == "indexed" and len(states) >= 2
+    assert api.get("/v1/jobs/nope").status_code == 404
