@@ -253,20 +253,25 @@ def down(settings: Settings, report: Callable[[str], None], grace_s: float = 30)
     """Stop our parts in reverse order; returns how many were running."""
     stopped = 0
     for part in reversed(parts(settings)):
-        pid = running_pid(part, settings)
-        if pid is None:
-            part.pid_file(settings).unlink(missing_ok=True)
-            continue
+        pid = down_part(part, settings, grace_s)
+        if pid is not None:
+            stopped += 1
+            report(f"{part.name}: stopped (pid {pid})")
+    return stopped
+
+
+def down_part(part: Part, settings: Settings, grace_s: float = 30) -> int | None:
+    """SIGTERM (SIGKILL after `grace_s`) the part if it runs; returns the pid it had."""
+    pid = running_pid(part, settings)
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while running_pid(part, settings) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
         if running_pid(part, settings) is not None:
             os.kill(pid, signal.SIGKILL)
-        part.pid_file(settings).unlink(missing_ok=True)
-        stopped += 1
-        report(f"{part.name}: stopped (pid {pid})")
-    return stopped
+    part.pid_file(settings).unlink(missing_ok=True)
+    return pid
 
 
 def status(settings: Settings) -> dict[str, dict[str, object]]:

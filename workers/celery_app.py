@@ -49,6 +49,10 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.visibility_timeout_s,
+            # Sweep for abandoned (unacked) messages every few seconds instead of kombu's
+            # default ~100 s, so a dead worker's task is back soon after the timeout.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
+            "unacked_restore_throttle": 1,
         },
     )
     return app

@@ -1,0 +1,175 @@
+"""What the stack promises beyond the happy path: redelivery after a killed worker, the
+OpenAI-compatible endpoint, readiness, metrics, tenancy, backpressure and a dead Redis."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from orchestrator import stack as embedded
+from orchestrator.clients.vectors import EdgeVectors
+from orchestrator.jobs import scoped
+from orchestrator.main import create_app
+from orchestrator.pipeline.chunk import Chunker
+from orchestrator.settings import Settings
+from orchestrator.tritonserver import free_port
+from tests.integration.conftest import VISIBILITY_TIMEOUT_S, search, upload, wait_job
+
+pytestmark = pytest.mark.integration
+
+BIG = "\n\n".join(
+    f"Chapter {i}. " + " ".join(f"Record {i}.{j} notes the weather on day {j}." for j in range(40))
+    for i in range(25)
+)
+
+
+def _worker(settings: Settings) -> embedded.Part:
+    return next(p for p in embedded.parts(settings) if p.name == "worker")
+
+
+def _expected_ids(settings: Settings, collection: str, document_id: str, text: str) -> set[str]:
+    folder = settings.model_repository / settings.embed_model / "1"
+    chunker = Chunker.from_model_dir(folder, settings.chunk_tokens, settings.chunk_overlap)
+    return {c.point_id(collection, document_id) for c in chunker.split(text)}
+
+
+def test_killed_worker_task_is_redelivered_without_loss_or_duplicates(
+    api: httpx.Client, stack: Settings
+) -> None:
+    doc = upload(api, "crash", [("big.txt", BIG.encode())]).json()["documents"][0]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = api.get(f"/v1/jobs/{doc['job_id']}").json()
+        if job["chunks_embedded"] > 0:
+            break
+        time.sleep(0.05)
+    assert 0 < job["chunks_embedded"] < job["chunks_total"], job
+    pid = embedded.running_pid(_worker(stack), stack)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # mid-document, message unacked
+
+    started: list[str] = []
+    embedded.up(stack, started.append)  # `tritonrag up` brings back only what is missing
+    assert [line.split(":")[0] for line in started if "started" in line] == ["worker"]
+
+    job = wait_job(api, doc["job_id"], timeout_s=VISIBILITY_TIMEOUT_S + 90)
+    assert job["state"] == "indexed", job
+    assert job["deliveries"] == 2
+    assert job["chunks_reused"] > 0  # what the dead worker stored was kept, not redone
+
+    # Stop the worker (it owns the shard), read the shard directly, then bring it back.
+    embedded.down_part(_worker(stack), stack)
+    store = EdgeVectors(stack.vectors_dir)
+    try:
+        name = scoped("default", "crash")
+        stored = store.document_ids(name, "big.txt")
+        assert stored == _expected_ids(stack, name, "big.txt", BIG)
+        assert store.count(name) == len(stored) == job["chunks_total"]
+    finally:
+        store.close()
+        embedded.up(stack, print)
+
+
+def test_openai_client_embeddings(api: httpx.Client, stack: Settings) -> None:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{stack.port}/v1", api_key="unused")
+    result = client.embeddings.create(
+        input=["a cat sat", "a kitten sat", "stock prices"], model="embed"
+    )
+    rows = np.array([d.embedding for d in result.data])
+    assert rows.shape == (3, 384) and [d.index for d in result.data] == [0, 1, 2]
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-3)
+    assert rows[0] @ rows[1] > rows[0] @ rows[2]
+    assert result.usage.prompt_tokens == result.usage.total_tokens > 6
+    encoded = client.embeddings.create(
+        input="a cat sat", model="embed", encoding_format="base64"
+    )
+    raw = base64.b64decode(str(encoded.data[0].embedding))
+    assert np.allclose(np.frombuffer(raw, dtype=np.float32), rows[0], atol=1e-5)
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(input="", model="embed")
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(input="x", model="no-such-model")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.embeddings.create(input="x", model="embed", dimensions=12)
+
+
+def test_health_ready_and_metrics(api: httpx.Client) -> None:
+    assert api.get("/health").json() == {"status": "ok"}
+    ready = api.get("/ready").json()
+    assert ready["ready"] is True
+    assert set(ready["dependencies"]) == {"redis", "triton", "worker"}
+    assert all(d["latency_ms"] >= 0 for d in ready["dependencies"].values())
+    text = api.get("/metrics").text
+    assert 'tritonrag_http_requests_total{method="GET",route="/health",status="200"}' in text
+    assert "tritonrag_http_request_seconds_bucket" in text
+
+
+@pytest.fixture
+def client_for(stack: Settings) -> Iterator[object]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> TestClient:
+        client = TestClient(create_app(stack.model_copy(update=overrides)))
+        client.__enter__()  # runs the lifespan: real Redis, real Triton
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def test_tenants_see_only_their_collections(client_for: object) -> None:
+    app = client_for(api_keys={"key-a": "alpha", "key-b": "beta"})  # type: ignore[operator]
+    a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+    files = [("files", ("t.txt", b"Alpha team roadmap: ship the tokenizer in March."))]
+    assert app.post("/v1/collections/shared/documents", files=files).status_code == 401
+    bad = {"Authorization": "Bearer nope"}
+    assert app.post("/v1/collections/shared/documents", files=files, headers=bad).status_code == 401
+    response = app.post("/v1/collections/shared/documents", files=files, headers=a)
+    assert response.status_code == 202
+    job_id = response.json()["documents"][0]["job_id"]
+    for _ in range(600):
+        if app.get(f"/v1/jobs/{job_id}", headers=a).json()["state"] == "indexed":
+            break
+        time.sleep(0.1)
+    query = {"query": "roadmap tokenizer", "top_k": 5}
+    assert app.post("/v1/collections/shared/search", json=query, headers=a).json()["data"]
+    assert app.post("/v1/collections/shared/search", json=query, headers=b).json()["data"] == []
+    assert app.get("/v1/collections/shared/documents", headers=b).json()["total"] == 0
+    assert app.get(f"/v1/jobs/{job_id}", headers=b).status_code == 404
+    assert app.get("/v1/collections", headers=a).json()["data"] == ["shared"]
+
+
+def test_full_ingest_queue_is_429_with_retry_after(client_for: object) -> None:
+    app = client_for(ingest_queue_limit=0)  # type: ignore[operator]
+    files = [("files", ("q.txt", b"queued"))]
+    response = app.post("/v1/collections/q/documents", files=files)
+    assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
+
+
+def test_dead_redis_is_503_with_retry_after(client_for: object) -> None:
+    app = client_for(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # type: ignore[operator]
+    response = app.get("/v1/collections/x/documents")
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"]["type"] == "dependency_not_ready"
+    ready = app.get("/ready")
+    assert ready.status_code == 503 and ready.json()["dependencies"]["redis"]["ready"] is False
+    assert app.get("/health").status_code == 200
+
+
+def test_search_reaches_the_worker_on_the_query_lane(api: httpx.Client) -> None:
+    upload(api, "lane", [("l.txt", b"Lighthouses guide ships at night.")])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not search(api, "lane", "lighthouse"):
+        time.sleep(0.1)
+    assert search(api, "lane", "lighthouse")[0]["document_id"] == "l.txt"
