@@ -1,46 +1,82 @@
-"""`tritonrag up | status | down` against the real binary, on ports of its own."""
+"""`tritonrag up | status | ingest | search | down` as a user runs them, on ports of its own."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from orchestrator import stack as embedded
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port, is_ready
+from tests import samples
+from tests.integration.conftest import stack_settings
 
 pytestmark = pytest.mark.integration
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "tritonrag"
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=400)
 
 
-def test_up_is_not_ready_before_loading_then_ready_then_down(tmp_path: Path) -> None:
-    ports = {"HTTP": free_port(), "GRPC": free_port(), "METRICS": free_port()}
-    env = dict(os.environ, TRITONRAG_RUNTIME_DIR=str(tmp_path))
-    env |= {f"TRITONRAG_TRITON_{k}_PORT": str(v) for k, v in ports.items()}
-    settings = Settings(
-        runtime_dir=tmp_path,
-        triton_http_port=ports["HTTP"],
-        triton_grpc_port=ports["GRPC"],
-        triton_metrics_port=ports["METRICS"],
-    )
-    assert not is_ready(settings)
+def _folder(root: Path, n: int) -> Path:
+    docs = root / "docs"
+    (docs / "nested" / "deeper").mkdir(parents=True)
+    for i in range(n):
+        sub = docs if i % 3 == 0 else docs / "nested" if i % 3 == 1 else docs / "nested" / "deeper"
+        (sub / f"note-{i:03d}.txt").write_text(f"Note {i}: the meeting about topic {i} went well.")
+    (docs / "orbit.md").write_text("# Orbits\n\nSatellites stay in orbit by falling around Earth.")
+    (docs / "manual.pdf").write_bytes(samples.pdf("Press the red button to reset the device."))
+    (docs / "ignored.bin").write_bytes(b"\x00\x01")  # not a supported suffix: not uploaded
+    return docs
+
+
+def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path / "runtime")
+    env = embedded.settings_env(settings)
+    unrelated = subprocess.Popen(["sleep", "300"])
     try:
         up = _cli(env, "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        assert is_ready(settings)
+        for part in ("redis", "triton", "worker", "api"):
+            assert f"{part}: started" in up.stdout
         again = _cli(env, "up")
-        assert "already running" in again.stdout
-        assert "ready True" in _cli(env, "status").stdout
-    finally:
+        assert again.stdout.count("already running") == 4, again.stdout
+
+        worker = next(p for p in embedded.parts(settings) if p.name == "worker")
+        pid = embedded.running_pid(worker, settings)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        revived = _cli(env, "up")
+        assert "worker: started" in revived.stdout and revived.stdout.count("already") == 3
+
+        docs = _folder(tmp_path, 60)
+        ingest = _cli(env, "ingest", str(docs), "--collection", "notes")
+        assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+        assert "62 indexed, 0 failed, 0 rejected" in ingest.stdout
+        found = _cli(env, "search", "how do satellites stay up", "-c", "notes", "-k", "3")
+        assert found.returncode == 0 and "orbit.md" in found.stdout
+        found = _cli(env, "search", "reset the device", "-c", "notes", "-k", "1")
+        assert "manual.pdf" in found.stdout
+        assert "api" in _cli(env, "status").stdout
+
+        # A pid file that points at someone else's process is not ours to stop.
+        api = next(p for p in embedded.parts(settings) if p.name == "api")
+        real_api_pid = api.pid_file(settings).read_text()
+        api.pid_file(settings).write_text(str(unrelated.pid))
         down = _cli(env, "down")
-    assert down.returncode == 0 and "stopped Triton" in down.stdout
+        assert unrelated.poll() is None, "down killed a process it did not start"
+        assert down.returncode == 0
+        assert all(f"{p}: stopped" in down.stdout for p in ("worker", "triton", "redis"))
+        os.kill(int(real_api_pid), signal.SIGTERM)  # the api we orphaned on purpose
+    finally:
+        _cli(env, "down")
+        unrelated.kill()
     assert not is_ready(settings)
     assert "nothing to stop" in _cli(env, "down").stdout
 
