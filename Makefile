@@ -32,21 +32,24 @@ down:
 status:
 	$(BIN)/tritonrag status
 
+# The whole stack, the project's own documentation ingested, one search and one embedding.
 demo: setup
 	$(BIN)/tritonrag up
+	$(BIN)/tritonrag ingest README.md perf/results --collection tritonrag-docs
+	$(BIN)/tritonrag search "how many texts per second does Triton serve?" \
+	  --collection tritonrag-docs --top-k 3
 	$(BIN)/tritonrag embed \
 	  "Triton batches requests from many clients into one model run." \
 	  "The inference server groups concurrent calls into a single batch." \
-	  "Qdrant stores one vector per chunk of text." \
 	  "Der Server fasst gleichzeitige Anfragen zu einem Stapel zusammen."
-	@echo "Triton is still running: \`make down\` stops it."
+	@echo "The stack is still running on http://127.0.0.1:8080: \`make down\` stops it."
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy orchestrator workers export perf tests
 
-unit: $(VENV)/.installed
+unit: setup
 	$(BIN)/pytest -q tests/unit
 
 integration: setup
@@ -58,6 +61,7 @@ test: setup lint
 perf: setup
 	$(BIN)/python -m perf.side_by_side
 	$(BIN)/python -m perf.perf_analyzer
+	$(BIN)/python -m perf.ingest_search
 
 clean: down
 	rm -rf .runtime .models model_repository/cpu/*/1 model_repository/cpu/*/warmup

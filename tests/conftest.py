@@ -7,9 +7,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import redis
-
 import pytest
+import redis
 
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port

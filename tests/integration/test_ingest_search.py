@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from orchestrator.settings import Settings
 from tests import samples
 from tests.integration.conftest import search, upload, wait_job
 
@@ -122,9 +123,7 @@ def test_corrupt_empty_and_textless_documents_fail_and_the_worker_lives_on(
         ([], 400),
     ],
 )
-def test_upload_rejections(
-    api: httpx.Client, files: list[tuple[str, bytes]], status: int
-) -> None:
+def test_upload_rejections(api: httpx.Client, files: list[tuple[str, bytes]], status: int) -> None:
     response = (
         upload(api, "rejects", files)
         if files
@@ -142,8 +141,8 @@ def test_filenames_are_never_paths(api: httpx.Client) -> None:
     assert response.json()["documents"][0]["document_id"] == "passwd.txt"
 
 
-def test_too_large_is_413_before_the_body_is_read(api: httpx.Client, stack: object) -> None:
-    limit = int(getattr(stack, "max_upload_mb") * 2**20)
+def test_too_large_is_413_before_the_body_is_read(api: httpx.Client, stack: Settings) -> None:
+    limit = int(stack.max_upload_mb * 2**20)
     response = upload(api, "big", [("big.txt", b"a" * (limit + 1))])
     assert response.status_code == 413
 

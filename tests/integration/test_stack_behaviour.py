@@ -89,9 +89,7 @@ def test_openai_client_embeddings(api: httpx.Client, stack: Settings) -> None:
     assert np.allclose(np.linalg.norm(rows, axis=1), 1, atol=1e-3)
     assert rows[0] @ rows[1] > rows[0] @ rows[2]
     assert result.usage.prompt_tokens == result.usage.total_tokens > 6
-    encoded = client.embeddings.create(
-        input="a cat sat", model="embed", encoding_format="base64"
-    )
+    encoded = client.embeddings.create(input="a cat sat", model="embed", encoding_format="base64")
     raw = base64.b64decode(str(encoded.data[0].embedding))
     assert np.allclose(np.frombuffer(raw, dtype=np.float32), rows[0], atol=1e-5)
     with pytest.raises(openai.BadRequestError):

@@ -1,3 +1,4 @@
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def tokenizer() -> Tokenizer:
     return tok
 
 
-TEXT = " ".join(f"Sentence number {i} talks about topic {i % 7} at some length." for i in range(300))
+TEXT = " ".join(f"Sentence number {i} talks about topic {i % 7} at length." for i in range(300))
 
 
 def test_chunks_never_exceed_the_model_max_length(tokenizer: Tokenizer) -> None:
@@ -31,7 +32,7 @@ def test_chunks_overlap_and_cover_the_text(tokenizer: Tokenizer) -> None:
     chunker = Chunker(tokenizer, max_seq_length=256, size=40, overlap=10)
     chunks = chunker.split(TEXT)
     assert chunks[0].start == 0 and chunks[-1].end == len(TEXT)
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in pairwise(chunks):
         assert b.start < a.end  # overlap
         assert TEXT[b.start : b.end] == b.text
     assert [c.index for c in chunks] == list(range(len(chunks)))

@@ -37,7 +37,8 @@ class FakeEmbedder:
         self.calls.append(texts)
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[:DIM], np.uint8) for t in texts]
         matrix = np.asarray(rows, dtype=np.float32) + 1
-        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+        normalised: Matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+        return normalised
 
     @property
     def embedded(self) -> int:

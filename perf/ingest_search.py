@@ -1,0 +1,241 @@
+"""End-to-end ingestion and search on the embedded stack, against baselines from the same run.
+
+1. raw: the chunks of the corpus embedded straight through Triton (batches of `embed_batch`,
+   as many in flight as the worker has threads) -> chunks/s;
+2. ingest: the same documents uploaded through the API until every job is indexed
+   (upload to searchable) -> chunks/s, and its ratio to raw (target >= 0.85);
+3. search: p50/p99 at concurrency 8 over a 100k-chunk collection, idle and while a bulk
+   ingest runs (target p50 <= 15 ms, p99 <= 40 ms, busy p99 <= 2x idle p99). The 100k
+   points are written into the shard with the worker stopped: real corpus embeddings plus
+   noise, since embedding 100k chunks here would take most of an hour.
+
+`python -m perf.ingest_search` (PERF_DOCS documents, PERF_SECONDS per search run) writes
+perf/results/ingest_search.{json,md}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from export.corpus import paragraphs
+from orchestrator import stack as embedded
+from orchestrator.clients.triton import TritonEmbedder
+from orchestrator.clients.vectors import EdgeVectors, VectorPoint
+from orchestrator.encoder import Matrix
+from orchestrator.jobs import scoped
+from orchestrator.pipeline.chunk import Chunker
+from orchestrator.settings import Settings
+from orchestrator.tritonserver import free_port
+from perf.common import RESULTS
+
+DOCS = int(os.environ.get("PERF_DOCS", "60"))
+SECONDS = float(os.environ.get("PERF_SECONDS", "15"))
+POINTS = int(os.environ.get("PERF_POINTS", "100000"))
+CONCURRENCY = 8
+
+
+def documents(count: int, per_doc: int = 12) -> list[tuple[str, str]]:
+    prose = paragraphs(count * per_doc)
+    return [
+        (f"doc-{i:04d}.txt", "\n\n".join(prose[i * per_doc : (i + 1) * per_doc]))
+        for i in range(count)
+    ]
+
+
+def raw_throughput(settings: Settings, texts: list[str]) -> float:
+    batches = [
+        texts[i : i + settings.embed_batch] for i in range(0, len(texts), settings.embed_batch)
+    ]
+
+    async def run() -> float:
+        async with TritonEmbedder.connect(settings) as client:
+            await client.embed(texts[:8])  # warm
+            gate = asyncio.Semaphore(settings.worker_concurrency)
+
+            async def one(batch: list[str]) -> None:
+                async with gate:
+                    await client.embed(batch)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(one(b) for b in batches))
+            return len(texts) / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+def ingest(api: httpx.Client, collection: str, docs: list[tuple[str, str]]) -> tuple[float, int]:
+    """Upload everything, wait until all are indexed; (chunks/s, chunks)."""
+    start = time.perf_counter()
+    jobs: list[str] = []
+    for i in range(0, len(docs), 16):
+        files = [("files", (name, text.encode())) for name, text in docs[i : i + 16]]
+        response = api.post(f"/v1/collections/{collection}/documents", files=files)
+        response.raise_for_status()
+        jobs += [d["job_id"] for d in response.json()["documents"]]
+    chunks, pending = 0, set(jobs)
+    while pending:
+        for job_id in list(pending):
+            job = api.get(f"/v1/jobs/{job_id}").json()
+            if job["state"] == "failed":
+                raise RuntimeError(f"job failed: {job}")
+            if job["state"] == "indexed":
+                pending.discard(job_id)
+                chunks += job["chunks_embedded"]
+        time.sleep(0.1)
+    return chunks / (time.perf_counter() - start), chunks
+
+
+def fill(settings: Settings, collection: str, seeds: Matrix, texts: list[str]) -> None:
+    """POINTS points into the shard, with the worker (its owner) stopped."""
+    worker = next(p for p in embedded.parts(settings) if p.name == "worker")
+    embedded.down_part(worker, settings)
+    store = EdgeVectors(settings.vectors_dir)
+    rng = np.random.default_rng(0)
+    name = scoped("default", collection)
+    for start in range(0, POINTS, 5000):
+        idx = rng.integers(0, len(seeds), size=min(5000, POINTS - start))
+        rows = seeds[idx] + rng.normal(scale=0.03, size=(len(idx), seeds.shape[1]))
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        points = [
+            VectorPoint(
+                f"{start + k:032x}",
+                row.astype(np.float32).tolist(),
+                {
+                    "document_id": f"synthetic-{(start + k) // 50}",
+                    "chunk_index": (start + k) % 50,
+                    "text": texts[j],
+                    "filename": "synthetic.txt",
+                    "metadata": {},
+                },
+            )
+            for k, (j, row) in enumerate(zip(idx, rows, strict=True))
+        ]
+        store.upsert(name, seeds.shape[1], points)
+    store.close()
+    embedded.up(settings, print)
+
+
+def search_latency(url: str, collection: str, queries: list[str], seconds: float) -> dict[str, Any]:
+    async def run() -> list[float]:
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+            async def user(offset: int) -> None:
+                i = offset
+                while time.perf_counter() < deadline:
+                    body = {"query": queries[i % len(queries)], "top_k": 5}
+                    t0 = time.perf_counter()
+                    r = await client.post(f"/v1/collections/{collection}/search", json=body)
+                    latencies.append(time.perf_counter() - t0)
+                    r.raise_for_status()
+                    i += CONCURRENCY
+
+            await asyncio.gather(*(user(k) for k in range(CONCURRENCY)))
+        return latencies
+
+    ms = np.array(asyncio.run(run())) * 1000
+    return {
+        "requests": len(ms),
+        "qps": round(len(ms) / seconds, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            runtime_dir=Path(tmp), redis_port=free_port(), port=free_port(),
+            triton_http_port=free_port(), triton_grpc_port=free_port(),
+            triton_metrics_port=free_port(),
+        )  # fmt: skip
+        embedded.up(settings, print)
+        try:
+            results = run_all(settings)
+        finally:
+            embedded.down(settings, print)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest_search.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "ingest_search.md").write_text(report(results))
+    print(report(results))
+
+
+def run_all(settings: Settings) -> dict[str, Any]:
+    docs = documents(DOCS)
+    folder = settings.model_repository / settings.embed_model / "1"
+    chunker = Chunker.from_model_dir(folder, settings.chunk_tokens, settings.chunk_overlap)
+    texts = [c.text for _, text in docs for c in chunker.split(text)]
+    url = f"http://127.0.0.1:{settings.port}"
+    results: dict[str, Any] = {"documents": len(docs), "chunks": len(texts)}
+    raw = raw_throughput(settings, texts)
+    with httpx.Client(base_url=url, timeout=120) as api:
+        e2e, indexed = ingest(api, "bench-ingest", docs)
+        assert indexed == len(texts), (indexed, len(texts))
+        results["ingest"] = {
+            "raw_chunks_per_s": round(raw, 2),
+            "e2e_chunks_per_s": round(e2e, 2),
+            "ratio": round(e2e / raw, 3),
+        }
+        print(results)
+        queries = [t.split(". ")[0][:200] for t in texts]
+        seeds = asyncio.run(_embed(settings, texts[:400]))
+        fill(settings, "bench-100k", seeds, texts[:400])
+        for q in queries:  # every query embedding cached: this measures retrieval, not the model
+            api.post("/v1/collections/bench-100k/search", json={"query": q, "top_k": 1})
+        results["search_cached_idle"] = search_latency(url, "bench-100k", queries, SECONDS)
+        busy = threading.Thread(target=ingest, args=(api, "bench-busy", documents(DOCS * 2)))
+        busy.start()
+        time.sleep(2)
+        results["search_cached_busy"] = search_latency(url, "bench-100k", queries, SECONDS)
+        busy.join()
+        fresh = [f"{q} (variant {i})" for i, q in enumerate(queries)]
+        results["search_uncached_idle"] = search_latency(url, "bench-100k", fresh, SECONDS)
+    idle, loaded = results["search_cached_idle"], results["search_cached_busy"]
+    results["busy_over_idle_p99"] = round(loaded["p99_ms"] / idle["p99_ms"], 2)
+    return results
+
+
+async def _embed(settings: Settings, texts: list[str]) -> Matrix:
+    async with TritonEmbedder.connect(settings) as client:
+        return (await client.embed(texts)).embeddings
+
+
+def report(r: dict[str, Any]) -> str:
+    ing = r["ingest"]
+    lines = [
+        f"# Ingestion and search ({r['documents']} documents, {r['chunks']} chunks; "
+        f"search over {POINTS} points, concurrency {CONCURRENCY}, {SECONDS:g} s each)",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| raw Triton embedding, chunks/s | {ing['raw_chunks_per_s']} | baseline |",
+        f"| upload -> searchable, chunks/s | {ing['e2e_chunks_per_s']} | |",
+        f"| ingest / raw | {ing['ratio']} | >= 0.85 |",
+    ]
+    for key, label in [
+        ("search_cached_idle", "search, cached query embedding, idle"),
+        ("search_cached_busy", "search, cached query embedding, during bulk ingest"),
+        ("search_uncached_idle", "search, new query text (Triton embeds it), idle"),
+    ]:
+        s = r[key]
+        lines.append(
+            f"| {label}: p50 / p99 ms ({s['qps']} q/s) | {s['p50_ms']} / {s['p99_ms']} "
+            f"| <= 15 / <= 40 |"
+        )
+    lines.append(f"| busy p99 / idle p99 | {r['busy_over_idle_p99']} | <= 2 |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
