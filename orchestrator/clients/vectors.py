@@ -102,8 +102,9 @@ class EdgeVectors:
         shard = self._shard(collection, dim)
         assert shard is not None  # created when dim is given
         batch = [qe.Point(p.id, p.vector, p.payload) for p in points]
+        # The WAL already holds the update (a killed process loses nothing); flushing
+        # segments on every batch cost ~13 ms per 32 points.
         shard.update(qe.UpdateOperation.upsert_points(batch))
-        shard.flush()
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         import qdrant_edge as qe
