@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.metrics import Metrics
+from orchestrator.metrics import Metrics, MetricsMiddleware
 from orchestrator.routes import documents, embeddings, health, jobs, search
 from orchestrator.services import Services
 from orchestrator.settings import Settings
@@ -40,9 +40,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     metrics = Metrics()
     app.state.metrics = metrics
     for router in (documents.router, jobs.router, search.router, embeddings.router):
-        app.include_router(router, prefix="/v1")
+        app.include_router(router)
     app.include_router(health.router)
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 1024 * 1024))
     _add_handlers(app)
     return app

@@ -57,7 +57,16 @@ class Settings(BaseSettings):
         None, description="Qdrant server for vectors; unset: an embedded qdrant-edge shard."
     )
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
+    edge_index_threshold: int = Field(
+        20_000,
+        description="Unindexed points in an edge shard that start a background HNSW build.",
+    )
     worker_concurrency: int = Field(8, description="Threads (embedded) or processes per worker.")
+    ingest_concurrency: int = Field(
+        4,
+        description="Ingest tasks one worker process runs at once; its other threads stay "
+        "free for the query lane.",
+    )
     worker_pool: str = Field(
         "threads", description="Celery pool: threads (embedded edge shard) or prefork (server)."
     )

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_shutdown
 
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -14,15 +14,27 @@ from orchestrator.jobs import JobState, reply_key
 from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
 from workers.celery_app import app
-from workers.runtime import close, runtime
+from workers.runtime import WorkerRuntime, close, runtime
 
 log = logging.getLogger("tritonrag.worker")
 REPLY_TTL_S = 120
+SLOT_WAIT_S = 0.1
 
 
-@app.task(name=lanes.INGEST_DOCUMENT, bind=True)
-def ingest_document(self: Task, job_id: str) -> str:
+@app.task(name=lanes.INGEST_DOCUMENT)
+def ingest_document(job_id: str) -> str:
     rt = runtime()
+    # A worker's threads serve both lanes; ingest may hold only some of them, so a search
+    # always finds a free thread. Without a slot the message goes back to the queue's tail.
+    if not rt.ingest_slots.acquire(timeout=SLOT_WAIT_S):
+        raise Reject("all ingest slots busy", requeue=True)
+    try:
+        return _ingest(rt, job_id)
+    finally:
+        rt.ingest_slots.release()
+
+
+def _ingest(rt: WorkerRuntime, job_id: str) -> str:
     deliveries = rt.jobs.count_delivery(job_id)
     if deliveries > rt.settings.max_deliveries:
         # Redelivered after a worker died on it this many times: stop the loop here.

@@ -19,7 +19,7 @@ from orchestrator.pipeline.parse import sniff
 from orchestrator.schemas import DocumentPage, UploadedDocument, UploadResponse
 from workers.celery_app import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(prefix="/v1", tags=["documents"])
 Collection = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 DocumentIdPath = Annotated[str, Path(min_length=1, max_length=256)]
 _DOC_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")

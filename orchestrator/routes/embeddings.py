@@ -12,7 +12,7 @@ from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, Usage
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"])
 MAX_INPUTS = 2048
 
 

@@ -15,7 +15,7 @@ from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, JobStore
 from orchestrator.schemas import Job
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"])
 POLL_S = 0.25
 STREAM_LIMIT_S = 3600.0
 

@@ -11,7 +11,7 @@ from orchestrator.routes.documents import Collection
 from orchestrator.schemas import SearchHit, SearchRequest, SearchResponse
 from workers.celery_app import SEARCH
 
-router = APIRouter(tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"])
 
 
 @router.post("/collections/{collection}/search")

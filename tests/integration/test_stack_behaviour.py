@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orchestrator import stack as embedded
-from orchestrator.clients.vectors import EdgeVectors
+from orchestrator.clients.edge import EdgeVectors
 from orchestrator.jobs import scoped
 from orchestrator.main import create_app
 from orchestrator.pipeline.chunk import Chunker

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import redis
 
-from orchestrator.clients.vectors import EdgeVectors
+from orchestrator.clients.edge import EdgeVectors
 from orchestrator.encoder import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped

@@ -1,6 +1,7 @@
 """The same cases against both adapters: qdrant-edge shards and qdrant-client (local mode
 standing in for a Qdrant server)."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from orchestrator.clients.vectors import EdgeVectors, ServerVectors, VectorPoint, VectorStore
+from orchestrator.clients.edge import EdgeVectors
+from orchestrator.clients.vectors import ServerVectors, VectorPoint, VectorStore
 
 DIM = 16
 
@@ -99,3 +101,31 @@ def test_edge_shard_persists_across_reopen(tmp_path: Path) -> None:
     assert second.count("c") == 20
     assert second.search("c", points[3].vector, 1, {})[0].id == points[3].id
     second.close()
+
+
+def test_edge_indexes_in_the_background_and_keeps_writes_made_meanwhile(tmp_path: Path) -> None:
+    store = EdgeVectors(tmp_path, index_threshold=2000)
+    points = _points(2500, docs=5)
+    try:
+        store.upsert("c", DIM, points[:1000])
+        assert not store.indexing("c") and store.unindexed("c") == 1000
+        store.upsert("c", DIM, points[1000:2000])  # crosses the threshold: a child builds HNSW
+        assert store.indexing("c")
+        store.upsert("c", DIM, points[2000:])  # while it builds: served and logged
+        store.delete_document("c", "doc4")
+        hits = store.search("c", points[2001].vector, 1, {})
+        assert hits[0].id == points[2001].id
+        deadline = time.monotonic() + 120
+        while store.indexing("c") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not store.indexing("c")
+        assert store.unindexed("c") < 2000  # the swapped-in shard carries an HNSW index
+        assert store.count("c") == 2000  # 2500 minus doc4's 500, writes replayed after swap
+        assert store.document_ids("c", "doc4") == set()
+        assert store.search("c", points[2001].vector, 1, {})[0].id == points[2001].id
+    finally:
+        store.close()
+    reopened = EdgeVectors(tmp_path, index_threshold=2000)
+    assert reopened.count("c") == 2000 and not reopened.indexing("c")
+    reopened.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".next", ".old", "c"]
