@@ -1,4 +1,7 @@
-"""Annotated dependency aliases: the services on app.state and the caller's tenant."""
+"""Annotated dependency aliases: the services on app.state and the caller's tenant.
+
+Both are `async def`: FastAPI runs a sync dependency in a worker thread, which cost ~0.6 ms of CPU
+per request here."""
 
 from __future__ import annotations
 
@@ -13,12 +16,12 @@ from orchestrator.services import Services
 DEFAULT_TENANT = "default"
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def _tenant(request: Request) -> str:
+async def _tenant(request: Request) -> str:
     """The tenant of the API key; without configured keys everyone is `default`."""
     keys: dict[str, str] = request.app.state.settings.api_keys
     if not keys:

@@ -8,18 +8,19 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
 from celery import Celery
 
+from orchestrator.batcher import SearchBatcher
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobStore, query_cache_key, reply_key
 from orchestrator.settings import Settings
-from workers.celery_app import ROUTES, create_celery
+from workers.celery_app import ROUTES, SEARCH, create_celery
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,16 @@ class Services:
     redis: aioredis.Redis
     celery: Celery
     embedder: TritonEmbedder
+    searches: SearchBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        async def call(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            timeout = self.settings.search_timeout_s
+            answers: list[dict[str, Any]] = await self.call(SEARCH, queries, timeout_s=timeout)
+            return answers
+
+        batcher = SearchBatcher(call, max_in_flight=self.settings.search_batches_in_flight)
+        object.__setattr__(self, "searches", batcher)
 
     @classmethod
     @asynccontextmanager

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, description="Tokens shared by consecutive chunks.")
     embed_batch: int = Field(32, description="Chunks per embedding request from the worker.")
     search_timeout_s: float = Field(10.0, description="Deadline for a search on the query lane.")
+    search_batches_in_flight: int = Field(
+        2,
+        description="Search tasks one API process keeps on the query lane; more wait and "
+        "go together in the next one.",
+    )
     max_top_k: int = Field(100, description="Largest top_k a search may ask for.")
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."

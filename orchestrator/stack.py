@@ -115,7 +115,7 @@ def parts(settings: Settings) -> list[Part]:
                 "--without-gossip",
                 "--without-mingle",
                 "-l",
-                "INFO",
+                "WARNING",  # INFO writes two lines per search task
             ],
             env,
             lambda: ping_worker(settings),

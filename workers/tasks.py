@@ -50,11 +50,19 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
 
 
 @app.task(name=lanes.SEARCH)
-def search(
-    request_id: str, collection: str, vector: list[float], top_k: int, filters: dict[str, Any]
-) -> None:
+def search(request_id: str, queries: list[dict[str, Any]]) -> None:
+    """A batch of searches (orchestrator/batcher.py): one answer or error per query."""
+    store = runtime().store
     _answer(
-        request_id, lambda: retrieve.search(runtime().store, collection, vector, top_k, filters)
+        request_id,
+        lambda: [
+            _one(
+                lambda q=q: retrieve.search(
+                    store, q["collection"], q["vector"], q["top_k"], q["filters"]
+                )
+            )
+            for q in queries
+        ],
     )
 
 
@@ -73,17 +81,21 @@ def ping(request_id: str) -> None:
     _answer(request_id, lambda: "pong")
 
 
-def _answer(request_id: str, work: Any) -> None:
-    """Run `work` and push its result (or error) to the caller's reply key."""
+def _one(work: Any) -> dict[str, Any]:
+    """{"result": work()} or an error body; never raises, so the caller always hears back."""
     try:
-        message: dict[str, Any] = {"result": work()}
+        return {"result": work()}
     except TritonRagError as exc:
-        message = exc.body()
+        return exc.body()
     except Exception as exc:
         log.exception("query-lane task failed")
-        message = TritonRagError(ErrorCode.NOT_READY, f"vector store failed: {exc}").body()
-    jobs = runtime().jobs
-    pipe = jobs.redis.pipeline()
+        return TritonRagError(ErrorCode.NOT_READY, f"vector store failed: {exc}").body()
+
+
+def _answer(request_id: str, work: Any) -> None:
+    """Run `work` and push its result (or error) to the caller's reply key."""
+    message = _one(work)
+    pipe = runtime().jobs.redis.pipeline()
     pipe.rpush(reply_key(request_id), json.dumps(message))
     pipe.expire(reply_key(request_id), REPLY_TTL_S)
     pipe.execute()

@@ -23,10 +23,9 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from orchestrator.clients.vectors import DOCUMENT_KEY, Hit, VectorPoint
+from orchestrator.clients.vectors import DOCUMENT_KEY, SCROLL_PAGE, Hit, VectorPoint
 
 log = logging.getLogger("tritonrag.edge")
-_SCROLL_PAGE = 1024
 Op = Callable[[Any], None]
 
 
@@ -183,7 +182,7 @@ class EdgeVectors:
         while entry is not None:
             request = qe.ScrollRequest(
                 offset=offset,
-                limit=_SCROLL_PAGE,
+                limit=SCROLL_PAGE,
                 filter=_match(DOCUMENT_KEY, document_id),
                 with_payload=False,
                 with_vector=False,

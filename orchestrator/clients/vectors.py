@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from orchestrator.settings import Settings
 
 DOCUMENT_KEY = "document_id"
-_SCROLL_PAGE = 1024
+SCROLL_PAGE = 1024
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class ServerVectors:
             records, offset = self._client.scroll(
                 collection,
                 scroll_filter=_server_filter({DOCUMENT_KEY: document_id}),
-                limit=_SCROLL_PAGE,
+                limit=SCROLL_PAGE,
                 offset=offset,
                 with_payload=False,
                 with_vectors=False,

@@ -9,7 +9,6 @@ from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import scoped
 from orchestrator.routes.documents import Collection
 from orchestrator.schemas import SearchHit, SearchRequest, SearchResponse
-from workers.celery_app import SEARCH
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -26,13 +25,8 @@ async def search_collection(
     if not body.query.strip():
         raise TritonRagError(ErrorCode.EMPTY_INPUT, "query is blank")
     vector = await services.embed_query(body.query)
-    hits = await services.call(
-        SEARCH,
-        scoped(tenant, collection),
-        vector,
-        body.top_k,
-        body.filters,
-        timeout_s=settings.search_timeout_s,
+    hits = await services.searches.search(
+        scoped(tenant, collection), vector, body.top_k, body.filters
     )
     return SearchResponse(
         collection=collection, query=body.query, data=[SearchHit(**h) for h in hits]

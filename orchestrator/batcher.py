@@ -1,0 +1,83 @@
+"""Dynamic batching of searches onto the query lane.
+
+A Celery task costs far more than a search: ~1.5 ms of CPU to publish and ~5 ms in the
+worker, against ~1 ms for an HNSW query over 100k points (measured on 2 cores). Searches that
+arrive while `max_in_flight` batches are out wait and leave together in the next task, so
+under load that cost is paid once per batch; an idle system sends each search at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import ErrorCode, TritonRagError
+
+Call = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    query: dict[str, Any]
+    future: asyncio.Future[list[dict[str, Any]]]
+
+
+class SearchBatcher:
+    def __init__(self, call: Call, max_batch: int = 32, max_in_flight: int = 2) -> None:
+        self._call = call
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._pending: list[_Pending] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def search(
+        self, collection: str, vector: list[float], top_k: int, filters: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        query = {"collection": collection, "vector": vector, "top_k": top_k, "filters": filters}
+        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(query, future))
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._pending and len(self._in_flight) < self._max_in_flight:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            task = asyncio.create_task(self._run(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._dispatch()
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            answers = await self._call([p.query for p in batch])
+        except TritonRagError as exc:
+            for pending in batch:
+                _settle(pending.future, error=exc)
+            return
+        for pending, answer in zip(batch, answers, strict=True):
+            if "error" in answer:
+                error = answer["error"]
+                _settle(
+                    pending.future, error=TritonRagError(ErrorCode(error["type"]), error["message"])
+                )
+            else:
+                _settle(pending.future, result=answer["result"])
+
+
+def _settle(
+    future: asyncio.Future[list[dict[str, Any]]],
+    result: list[dict[str, Any]] | None = None,
+    error: TritonRagError | None = None,
+) -> None:
+    if future.done():  # the caller went away (client disconnected)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or [])
