@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -177,3 +178,23 @@ def test_job_events_stream_to_the_end(api: httpx.Client) -> None:
                 states.append(json.loads(line[5:])["state"])
     assert states[-1] == "indexed" and len(states) >= 2
     assert api.get("/v1/jobs/nope").status_code == 404
+
+
+def test_chunked_upload_over_the_limit_is_413_while_streaming(
+    api: httpx.Client, stack: Settings
+) -> None:
+    limit = int(stack.max_upload_mb * 2**20)
+
+    def body() -> Iterator[bytes]:  # no Content-Length: the limit is enforced as bytes arrive
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.txt"\r\n\r\n'
+        for _ in range(limit // 2**16 + 2):
+            yield b"a" * 2**16
+        yield b"\r\n--b--\r\n"
+
+    response = api.post(
+        "/v1/collections/big/documents",
+        content=body(),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 413
+    assert api.get("/v1/collections/big/documents").json()["total"] == 0
