@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         ROOT / ".runtime", description="Logs, pid files and the prepared backend directory."
     )
     embed_model: str = Field("embed", description="Triton model name used for embeddings.")
+    tokenizer_dir: Path | None = Field(
+        None,
+        description="Folder with the model's tokenizer.json and variant.json, for chunking "
+        "(default: <model_repository>/<embed_model>/1; gpu target: .../tokenize/1).",
+    )
     embed_timeout_s: float = Field(30.0, description="Deadline of one embedding call to Triton.")
     embed_max_chars: int = Field(
         200_000, description="Longest text accepted for embedding; longer is an error."
@@ -63,7 +68,7 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(8, description="Threads (embedded) or processes per worker.")
     ingest_concurrency: int = Field(
-        4,
+        6,
         description="Ingest tasks one worker process runs at once; its other threads stay "
         "free for the query lane.",
     )
@@ -113,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.redis_url or self.embedded_redis_url
+
+    @property
+    def chunking_model_dir(self) -> Path:
+        return self.tokenizer_dir or self.model_repository / self.embed_model / "1"
 
     @property
     def vectors_dir(self) -> Path:

@@ -187,8 +187,9 @@ def main() -> None:
 
 def run_all(settings: Settings) -> dict[str, Any]:
     docs = documents(DOCS)
-    folder = settings.model_repository / settings.embed_model / "1"
-    chunker = Chunker.from_model_dir(folder, settings.chunk_tokens, settings.chunk_overlap)
+    chunker = Chunker.from_model_dir(
+        settings.chunking_model_dir, settings.chunk_tokens, settings.chunk_overlap
+    )
     texts = [c.text for _, text in docs for c in chunker.split(text)]
     url = f"http://127.0.0.1:{settings.port}"
     results: dict[str, Any] = {"documents": len(docs), "chunks": len(texts)}

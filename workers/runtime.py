@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from orchestrator.clients.triton import TritonEmbedder
 from orchestrator.clients.vectors import VectorStore, open_store
-from orchestrator.encoder import Matrix, Variant
+from orchestrator.encoder import Matrix
 from orchestrator.jobs import JobStore
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.pipeline.index import IndexContext
@@ -58,14 +58,12 @@ class WorkerRuntime:
 
     @cached_property
     def index(self) -> IndexContext:
-        folder = self.settings.model_repository / self.settings.embed_model / "1"
         s = self.settings
         return IndexContext(
             store=self.store,
             jobs=self.jobs,
             embed=SyncEmbedder(s),
-            chunker=Chunker.from_model_dir(folder, s.chunk_tokens, s.chunk_overlap),
-            dim=Variant.load(folder).dim,
+            chunker=Chunker.from_model_dir(s.chunking_model_dir, s.chunk_tokens, s.chunk_overlap),
             batch=s.embed_batch,
             attempts=s.task_retries,
         )

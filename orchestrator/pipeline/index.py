@@ -32,7 +32,6 @@ class IndexContext:
     jobs: JobStore
     embed: Embedder
     chunker: Chunker
-    dim: int
     batch: int
     attempts: int
 
@@ -90,7 +89,7 @@ def _index_chunks(
             for (chunk, pid), row in zip(part, rows, strict=True)
         ]
         ctx.jobs.update_job(job_id, state=JobState.INDEXING)
-        _with_retry(ctx, ctx.store.upsert, name, ctx.dim, points)
+        _with_retry(ctx, ctx.store.upsert, name, rows.shape[1], points)
         ctx.jobs.add_count(job_id, "chunks_embedded", len(points))
         ctx.jobs.update_job(job_id, state=JobState.EMBEDDING)
 

@@ -37,8 +37,9 @@ def _worker(settings: Settings) -> embedded.Part:
 
 
 def _expected_ids(settings: Settings, collection: str, document_id: str, text: str) -> set[str]:
-    folder = settings.model_repository / settings.embed_model / "1"
-    chunker = Chunker.from_model_dir(folder, settings.chunk_tokens, settings.chunk_overlap)
+    chunker = Chunker.from_model_dir(
+        settings.chunking_model_dir, settings.chunk_tokens, settings.chunk_overlap
+    )
     return {c.point_id(collection, document_id) for c in chunker.split(text)}
 
 

@@ -62,7 +62,7 @@ def store(tmp_path: Path) -> Iterator[EdgeVectors]:
 
 def _ctx(jobs: JobStore, store: EdgeVectors, embed: FakeEmbedder) -> IndexContext:
     chunker = Chunker.from_model_dir(MODEL, size=30, overlap=5)
-    return IndexContext(store, jobs, embed, chunker, DIM, batch=4, attempts=2)
+    return IndexContext(store, jobs, embed, chunker, batch=4, attempts=2)
 
 
 def _upload(jobs: JobStore, data: bytes, doc: str = "doc", name: str = "doc.txt") -> str:
