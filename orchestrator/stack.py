@@ -150,12 +150,13 @@ def redis_server() -> str:
 
 
 def ping_redis(settings: Settings) -> bool:
+    client = JobStore.from_url(settings.broker_url).redis
     try:
-        return bool(JobStore.from_url(settings.broker_url).redis.ping())
-    except OSError:
+        return bool(client.ping())
+    except Exception:  # redis-py raises its own ConnectionError types
         return False
-    except Exception:
-        return False
+    finally:
+        client.close()
 
 
 def ping_worker(settings: Settings, timeout_s: int = 2) -> bool:
@@ -164,13 +165,14 @@ def ping_worker(settings: Settings, timeout_s: int = 2) -> bool:
 
     request_id = uuid.uuid4().hex
     app = create_celery(settings)
+    client = JobStore.from_url(settings.broker_url).redis
     try:
         app.send_task(PING, args=(request_id,), queue=QUERY, expires=timeout_s)
-        store = JobStore.from_url(settings.broker_url)
-        return store.redis.blpop([reply_key(request_id)], timeout=timeout_s) is not None
-    except Exception:
+        return client.blpop([reply_key(request_id)], timeout=timeout_s) is not None
+    except Exception:  # not ready, whatever the reason
         return False
     finally:
+        client.close()
         app.close()
 
 

@@ -110,7 +110,7 @@ class TritonProcess:
     log_file: Path
 
     @classmethod
-    def start(cls, settings: Settings, detach: bool = False) -> TritonProcess:
+    def start(cls, settings: Settings) -> TritonProcess:
         models = published(settings.model_repository)
         if not models:
             raise TritonStartError(
@@ -125,7 +125,6 @@ class TritonProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=environment(),
-                start_new_session=detach,  # `tritonrag up` returns; the server lives on
             )
         return cls(settings, process, log_file)
 

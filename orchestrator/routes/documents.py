@@ -16,13 +16,19 @@ from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import require, scoped
 from orchestrator.pipeline.parse import sniff
-from orchestrator.schemas import DocumentPage, UploadedDocument, UploadResponse
+from orchestrator.schemas import (
+    COLLECTION_PATTERN,
+    DOCUMENT_ID_PATTERN,
+    DocumentPage,
+    UploadedDocument,
+    UploadResponse,
+)
 from workers.celery_app import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
 
 router = APIRouter(prefix="/v1", tags=["documents"])
-Collection = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+Collection = Annotated[str, Path(pattern=COLLECTION_PATTERN)]
 DocumentIdPath = Annotated[str, Path(min_length=1, max_length=256)]
-_DOC_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+_DOC_ID = re.compile(DOCUMENT_ID_PATTERN)
 
 
 @router.post("/collections/{collection}/documents", status_code=202)
