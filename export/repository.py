@@ -27,7 +27,7 @@ def publish(variant_dir: Path, model_dir: Path, report: dict[str, object]) -> No
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     for name in (meta.onnx_file, "tokenizer.json", "variant.json"):
-        _link_or_copy(variant_dir / name, staging / name)
+        link_or_copy(variant_dir / name, staging / name)
     for source in BACKEND_FILES:
         shutil.copy(source, staging / source.name)
     (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -42,8 +42,8 @@ def unpublish(model_dir: Path) -> None:
 
 
 def published(repository: Path) -> list[str]:
-    """Models whose version 1 is in place, so Triton can load them."""
-    return sorted(p.parent.parent.name for p in repository.glob("*/1/variant.json"))
+    """Models whose version 1 is in place (export or publish-llm ran), so Triton can load them."""
+    return sorted(p.parent.parent.name for p in repository.glob("*/1/model.py"))
 
 
 def _write_warmup(folder: Path) -> None:
@@ -53,7 +53,7 @@ def _write_warmup(folder: Path) -> None:
     (folder / "text").write_bytes(struct.pack("<I", len(data)) + data)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except OSError:

@@ -70,6 +70,19 @@ def export(
     console.print(f"CPU: {report['cpu_isa']}; `embed` serves [bold]{report['embed_serves']}[/bold]")
 
 
+@app.command("publish-llm")
+def publish_llm(
+    model: Annotated[
+        str | None, typer.Option(help="smollm2 | gemma3 | a GGUF path (default: llm_gguf)")
+    ] = None,
+) -> None:
+    """Publish a GGUF chat model as Triton's `llm` model (python backend, llama.cpp)."""
+    from export.llm import publish_llm as publish
+
+    path = publish(Settings(), model)
+    console.print(f"`llm` serves {path.resolve()} ({path.stat().st_size / 2**20:.0f} MiB)")
+
+
 @app.command()
 def triton() -> None:
     """Run Triton in the foreground until Ctrl-C or SIGTERM."""
@@ -201,3 +214,20 @@ def embed(
         console.print(json.dumps({"dim": int(vectors.shape[1]), "tokens": result.token_counts}))
 
     asyncio.run(run())
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument()],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "docs",
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k")] = None,
+    url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
+) -> None:
+    """Ask a collection: stream the answer, then print the sources it cites."""
+    from orchestrator.ask_client import ask_stream
+
+    settings = Settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    if not ask_stream(base, api_key, collection, question, top_k, console):
+        raise typer.Exit(1)

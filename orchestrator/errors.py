@@ -39,7 +39,7 @@ _STATUS: dict[ErrorCode, int] = {
 }
 
 # Codes whose answer tells the caller to come back later.
-RETRYABLE = frozenset({ErrorCode.OVERLOADED, ErrorCode.NOT_READY})
+RETRYABLE = frozenset({ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.UPSTREAM_TIMEOUT})
 
 
 class TritonRagError(Exception):

@@ -4,6 +4,7 @@ orchestrator and the workers read and write them. Keys live under `tritonrag:`."
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from enum import StrEnum
@@ -51,6 +52,29 @@ def query_cache_key(model: str, digest: str) -> str:
     return f"{PREFIX}qcache:{model}:{digest}"
 
 
+def collections_key(tenant: str) -> str:
+    return f"{PREFIX}collections:{tenant}"
+
+
+def answer_key(request_id: str) -> str:
+    """Redis stream the llm lane writes an answer's events to."""
+    return f"{PREFIX}answer:{request_id}"
+
+
+def cancel_key(request_id: str) -> str:
+    """Set by the API when the client went away: the llm lane stops generating."""
+    return f"{PREFIX}cancel:{request_id}"
+
+
+def answer_cache_key(digest: str) -> str:
+    return f"{PREFIX}acache:{digest}"
+
+
+def answer_index_key(collection: str, document_id: str) -> str:
+    """The cached answers that rest on one document of a (scoped) collection."""
+    return f"{PREFIX}acache-doc:{collection}:{document_id}"
+
+
 class JobStore:
     """Typed access to the Redis keys; every method is one or two round trips."""
 
@@ -88,7 +112,7 @@ class JobStore:
         pipe.hset(job_key(job_id), mapping={k: _enc(v) for k, v in job.items()})
         pipe.expire(job_key(job_id), JOB_TTL_S)
         pipe.hset(self._docs(tenant, collection), document["document_id"], json.dumps(record))
-        pipe.sadd(f"{PREFIX}collections:{tenant}", collection)
+        pipe.sadd(collections_key(tenant), collection)
         pipe.execute()
         return job_id
 
@@ -165,14 +189,27 @@ class JobStore:
         return bool(self.redis.hdel(self._docs(tenant, collection), document_id))
 
     def collections(self, tenant: str) -> list[str]:
-        members = self.redis.smembers(f"{PREFIX}collections:{tenant}")
+        members = self.redis.smembers(collections_key(tenant))
         return sorted(m.decode() for m in members)  # type: ignore[union-attr]
 
     def remove_collection(self, tenant: str, collection: str) -> bool:
         pipe = self.redis.pipeline()
         pipe.delete(self._docs(tenant, collection))
-        pipe.srem(f"{PREFIX}collections:{tenant}", collection)
+        pipe.srem(collections_key(tenant), collection)
         return bool(pipe.execute()[1])
+
+    def forget_answers(self, collection: str, document_id: str | None = None) -> int:
+        """Drop cached answers resting on the document (or on any document of the collection)."""
+        if document_id is not None:
+            indexes = [answer_index_key(collection, document_id)]
+        else:
+            pattern = answer_index_key(re.sub(r"([*?\[\]\\])", r"\\\1", collection), "*")
+            indexes = [k.decode() for k in self.redis.scan_iter(match=pattern, count=1000)]
+        dropped = 0
+        for index in indexes:
+            keys = list(self.redis.smembers(index))
+            dropped += int(self.redis.delete(*keys, index)) if keys else 0
+        return dropped
 
     def queue_length(self, queue: str) -> int:
         return int(self.redis.llen(queue))

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.metrics import Metrics, MetricsMiddleware
-from orchestrator.routes import documents, embeddings, health, jobs, search
+from orchestrator.routes import answers, chat, documents, embeddings, health, jobs, search
 from orchestrator.services import Services
 from orchestrator.settings import Settings
 
@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.settings = settings
     metrics = Metrics()
     app.state.metrics = metrics
-    for router in (documents.router, jobs.router, search.router, embeddings.router):
+    routers = (documents, jobs, search, answers, chat, embeddings)
+    for router in (r.router for r in routers):
         app.include_router(router)
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

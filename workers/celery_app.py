@@ -1,7 +1,9 @@
-"""The Celery app: Redis broker, two lanes, late acks and bounded redelivery.
+"""The Celery app: Redis broker, three lanes, late acks and bounded redelivery.
 
 Lanes are consumed in priority order (kombu's `priority` queue strategy): a worker that is
-free always takes a waiting `query` task before any `ingest` task.
+free always takes a waiting `query` task before an `llm` task, and that before `ingest`.
+The embedded stack runs the `llm` lane in a worker of its own (it needs no vector store), so
+its thread count bounds how many answers generate at once.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from kombu.entity import Queue
 from orchestrator.settings import Settings
 
 QUERY = "query"
+LLM = "llm"
 INGEST = "ingest"
-LANES = (QUERY, INGEST)
+LANES = (QUERY, LLM, INGEST)
 
 INGEST_DOCUMENT = "tritonrag.ingest_document"
 SEARCH = "tritonrag.search"
 DELETE_DOCUMENT = "tritonrag.delete_document"
 DROP_COLLECTION = "tritonrag.drop_collection"
 PING = "tritonrag.ping"
+ANSWER = "tritonrag.answer"
 
 ROUTES = {
     INGEST_DOCUMENT: INGEST,
@@ -27,6 +31,7 @@ ROUTES = {
     DELETE_DOCUMENT: QUERY,
     DROP_COLLECTION: QUERY,
     PING: QUERY,
+    ANSWER: LLM,
 }
 
 

@@ -19,25 +19,33 @@ from orchestrator.settings import Settings
 T = TypeVar("T")
 
 
+class BackgroundLoop:
+    """One asyncio loop in a daemon thread: async clients (grpc.aio, redis.asyncio) used from
+    Celery's worker threads."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
 class SyncEmbedder:
     """TritonEmbedder (grpc.aio) driven from worker threads through one background loop."""
 
     def __init__(self, settings: Settings) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._client: TritonEmbedder = self._run(self._open(settings))
+        self._loop = BackgroundLoop()
+        self._client: TritonEmbedder = self._loop.run(self._open(settings))
 
     async def _open(self, settings: Settings) -> TritonEmbedder:
         import tritonclient.grpc.aio as grpcclient
 
         return TritonEmbedder(grpcclient.InferenceServerClient(settings.triton_grpc_url), settings)
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
     def __call__(self, texts: list[str]) -> Matrix:
-        return self._run(self._client.embed(texts)).embeddings
+        return self._loop.run(self._client.embed(texts)).embeddings
 
 
 class WorkerRuntime:

@@ -10,7 +10,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_shutdown
 
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobState, reply_key
+from orchestrator.jobs import JobState, reply_key, scoped
 from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
 from workers.celery_app import app
@@ -42,11 +42,15 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
         rt.jobs.update_job(job_id, state=JobState.FAILED, reason=reason)
         return JobState.FAILED.value
     try:
-        return index.ingest(rt.index, job_id).value
+        state = index.ingest(rt.index, job_id)
     except Exception as exc:
         # Unexpected (a bug, the store down past retries): the job must not hang mid-way.
         rt.jobs.update_job(job_id, state=JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
         raise
+    job = rt.jobs.job(job_id)
+    if state is JobState.INDEXED and job is not None:  # a new version: answers on the old go
+        rt.jobs.forget_answers(scoped(job["tenant"], job["collection"]), job["document_id"])
+    return state.value
 
 
 @app.task(name=lanes.SEARCH)
@@ -68,12 +72,20 @@ def search(request_id: str, queries: list[dict[str, Any]]) -> None:
 
 @app.task(name=lanes.DELETE_DOCUMENT)
 def delete_document(request_id: str, collection: str, document_id: str) -> None:
-    _answer(request_id, lambda: runtime().store.delete_document(collection, document_id))
+    def work() -> Any:
+        runtime().jobs.forget_answers(collection, document_id)
+        return runtime().store.delete_document(collection, document_id)
+
+    _answer(request_id, work)
 
 
 @app.task(name=lanes.DROP_COLLECTION)
 def drop_collection(request_id: str, collection: str) -> None:
-    _answer(request_id, lambda: runtime().store.drop(collection))
+    def work() -> Any:
+        runtime().jobs.forget_answers(collection)
+        return runtime().store.drop(collection)
+
+    _answer(request_id, work)
 
 
 @app.task(name=lanes.PING)
@@ -104,3 +116,7 @@ def _answer(request_id: str, work: Any) -> None:
 @worker_shutdown.connect
 def _close_stores(**_: Any) -> None:
     close()
+
+
+# The llm lane's task lives in its own module; importing it registers it with the app.
+from workers import answer as _answer_task  # noqa: E402,F401

@@ -23,7 +23,10 @@ async def create_embeddings(
     texts = [body.input] if isinstance(body.input, str) else body.input
     if len(texts) > MAX_INPUTS:
         raise TritonRagError(ErrorCode.TOO_LARGE, f"at most {MAX_INPUTS} inputs per request")
-    model = body.model or services.settings.embed_model
+    settings = services.settings
+    model = body.model or settings.embed_model
+    if model in settings.embed_model_aliases:  # the model's own name, as other servers take it
+        model = settings.embed_model
     if not await services.embedder.ready(model):
         raise TritonRagError(ErrorCode.NOT_FOUND, f"model {model!r} is not served here")
     result = await services.embedder.embed(texts, model=model, priority=Priority.QUERY)

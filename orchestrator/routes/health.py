@@ -12,7 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.deps import ServicesDep
 from orchestrator.errors import TritonRagError
-from workers.celery_app import PING
+from orchestrator.services import Services
+from workers.celery_app import LLM, PING
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0
@@ -49,10 +50,24 @@ async def ready(services: ServicesDep) -> JSONResponse:
         "worker": await _probe(lambda: services.call(PING, timeout_s=READY_TIMEOUT_S)),
     }
     ok = all(c["ready"] for c in checks.values())
+    # Answers need these too; search and ingest do not, so they are reported, not required.
+    checks["llm"] = await _probe(lambda: llm_ready(services))
+    checks["llm_worker"] = await _probe(
+        lambda: services.call(PING, timeout_s=READY_TIMEOUT_S, queue=LLM)
+    )
     headers = None if ok else {"Retry-After": "2"}
     return JSONResponse(
         {"ready": ok, "dependencies": checks}, status_code=200 if ok else 503, headers=headers
     )
+
+
+async def llm_ready(services: Services) -> bool:
+    settings = services.settings
+    if settings.llm_backend == "triton":
+        return await services.embedder.ready(settings.llm_model)
+    from orchestrator.clients.llm import openai_ready
+
+    return await openai_ready(settings)
 
 
 @router.get("/metrics")

@@ -1,0 +1,71 @@
+"""`tritonrag ask`: read the /ask event stream, print tokens as they come, then the sources."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+
+def ask_stream(
+    base: str,
+    api_key: str | None,
+    collection: str,
+    question: str,
+    top_k: int | None,
+    console: Console,
+) -> bool:
+    """Stream one answer to the terminal; False (after printing why) on an error."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body: dict[str, Any] = {"question": question, "stream": True}
+    if top_k:
+        body["top_k"] = top_k
+    url = f"{base}/v1/collections/{collection}/ask"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=180) as response:
+        if response.status_code != 200:
+            response.read()
+            console.print(f"[red]{response.status_code}: {response.text}[/red]")
+            return False
+        for kind, data in _events(response):
+            if kind == "token":
+                console.print(data["text"], end="", highlight=False, soft_wrap=True)
+            elif kind == "citations":
+                console.print()
+                _sources(console, data["citations"] or data["sources"], bool(data["citations"]))
+            elif kind == "done" and not data["covered"]:
+                console.print("[yellow](no passage in the collection was relevant)[/yellow]")
+            elif kind == "error":
+                console.print(f"\n[red]{data['type']}: {data['message']}[/red]")
+                return False
+    return True
+
+
+def _events(response: httpx.Response) -> Any:
+    kind, lines = "message", []
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            lines.append(line[5:].strip())
+        elif not line and lines:
+            yield kind, json.loads("\n".join(lines))
+            kind, lines = "message", []
+
+
+def _sources(console: Console, rows: list[dict[str, Any]], cited: bool) -> None:
+    if not rows:
+        return
+    title = "sources cited" if cited else "sources given (the answer cites none)"
+    table = Table("#", "score", "document", "chunk", "text", title=title)
+    for row in rows:
+        table.add_row(
+            str(row["number"]),
+            f"{row['score']:.3f}",
+            row["document_id"],
+            str(row["chunk_index"]),
+            row["snippet"][:120],
+        )
+    console.print(table)

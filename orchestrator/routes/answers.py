@@ -1,0 +1,49 @@
+"""Ask a collection: one JSON answer, or server-sent events as it is written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from sse_starlette import EventSourceResponse
+
+from orchestrator.answers import Question, answer_events, check_question
+from orchestrator.deps import ServicesDep, TenantDep
+from orchestrator.errors import TritonRagError
+from orchestrator.routes.documents import Collection
+from orchestrator.schemas import AskRequest, AskResponse
+
+router = APIRouter(prefix="/v1", tags=["answers"])
+
+
+@router.post("/collections/{collection}/ask", response_model=None)
+async def ask_collection(
+    collection: Collection, body: AskRequest, services: ServicesDep, tenant: TenantDep
+) -> AskResponse | EventSourceResponse:
+    """JSON: answer, citations, usage, timings. SSE (`stream: true`): `token` events, one
+    `citations` event, `done`; an error after the stream began is an `error` event."""
+    q = Question(
+        tenant,
+        collection,
+        body.question,
+        body.top_k or services.settings.answer_top_k,
+        dict(body.filters),
+    )
+    await check_question(services, q)
+    if body.stream:
+        return EventSourceResponse(_sse(services, q), ping=15)
+    answer: dict[str, Any] = {}
+    async for event in answer_events(services, q):
+        answer.update({k: v for k, v in event.items() if k not in ("type", "text")})
+    return AskResponse(collection=collection, question=body.question, **answer)
+
+
+async def _sse(services: ServicesDep, q: Question) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for event in answer_events(services, q):
+            kind = event.pop("type")
+            yield {"event": kind, "data": json.dumps(event)}
+    except TritonRagError as exc:
+        yield {"event": "error", "data": json.dumps(exc.body()["error"])}
