@@ -11,8 +11,9 @@ LLM := model_repository/cpu/llm/1/model.gguf
 WHEELS ?= $(HOME)/.cache/tritonrag/wheels
 LLAMA_CPP := llama-cpp-python==0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF  # no multimodal library: text generation only
 
-.PHONY: setup model llm up down status demo test lint unit integration perf answers clean
+.PHONY: setup model llm up down status demo test lint unit integration perf clean
 
 setup: $(VENV)/.installed $(MODEL) $(LLM)
 
@@ -77,6 +78,8 @@ perf: setup
 	$(BIN)/python -m perf.side_by_side
 	$(BIN)/python -m perf.perf_analyzer
 	$(BIN)/python -m perf.ingest_search
+	$(BIN)/python -m perf.answer_quality
+	$(BIN)/python -m perf.answer_latency
 
 clean: down
 	rm -rf .runtime .models model_repository/cpu/*/1 model_repository/cpu/*/warmup

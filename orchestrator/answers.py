@@ -149,7 +149,6 @@ async def _generated(
     finally:
         if not finished:  # error, timeout or the client went away: stop generating
             await services.redis.set(cancel_key(request_id), 1, ex=int(s.llm_timeout_s) + 60)
-        await services.redis.delete(stream)
 
 
 def _timeout(started: bool, waited_s: float) -> TritonRagError:

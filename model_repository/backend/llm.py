@@ -79,6 +79,7 @@ class TritonPythonModel:
         try:
             for piece in pieces:
                 if request.is_cancelled():
+                    pb_utils.Logger.log_info(f"llm: request cancelled after {produced} tokens")
                     _fail(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
                     return
                 produced += 1

@@ -105,7 +105,8 @@ def test_health_ready_and_metrics(api: httpx.Client) -> None:
     assert api.get("/health").json() == {"status": "ok"}
     ready = api.get("/ready").json()
     assert ready["ready"] is True
-    assert set(ready["dependencies"]) == {"redis", "triton", "worker"}
+    assert set(ready["dependencies"]) == {"redis", "triton", "worker", "llm", "llm_worker"}
+    assert ready["dependencies"]["llm"]["ready"] and ready["dependencies"]["llm_worker"]["ready"]
     assert all(d["latency_ms"] >= 0 for d in ready["dependencies"].values())
     text = api.get("/metrics").text
     assert 'tritonrag_http_requests_total{method="GET",route="/health",status="200"}' in text

@@ -17,7 +17,8 @@ def _config(path: Path) -> model_config_pb2.ModelConfig:
 def test_committed_configs_parse_and_match_their_folder(path: Path) -> None:
     config = _config(path)
     assert config.name == path.parent.name
-    assert config.max_batch_size == 64
+    # The LLM is decoupled and batches nothing itself (as Triton's vLLM backend wants it).
+    assert config.max_batch_size == (0 if config.name == "llm" else 64)
     if config.platform != "ensemble":  # an ensemble has no versions of its own to pick
         assert config.version_policy.WhichOneof("policy_choice") == "specific"
 
@@ -52,3 +53,12 @@ def test_tensorrt_without_a_gpu_refuses_and_exits_non_zero(
         tensorrt.build_plan(tmp_path / "m.onnx", tmp_path / "m.plan", 64, 256)
     assert "needs an NVIDIA GPU" in str(info.value.code)
     assert not (tmp_path / "m.plan").exists()
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_llm_speaks_the_tensor_names_of_tritons_llm_backends(target: str) -> None:
+    config = _config(REPO / target / "llm" / "config.pbtxt")
+    assert config.model_transaction_policy.decoupled
+    names = {i.name for i in config.input}
+    assert {"text_input", "stream", "sampling_parameters", "exclude_input_in_output"} <= names
+    assert "text_output" in {o.name for o in config.output}

@@ -1,0 +1,252 @@
+"""Answer quality of each candidate LLM, through the project's own answer pipeline.
+
+Documents: the docstrings of 10 standard-library modules (real prose, one document each).
+33 questions, each with the fact its answer must contain and the document it comes from.
+Retrieval is the project's (same chunker, the published `embed` ONNX model, top 5 over cosine,
+the relevance threshold); prompts are built by pipeline/generate.py with each model's own
+tokenizer and chat template; generation is llama.cpp, greedy, exactly as the Triton `llm`
+model runs it. Reported per model: answers containing the fact, answers citing the right
+document, load time, generation tokens/s, resident memory, file size.
+
+    python -m perf.answer_quality            # writes perf/results/answer_quality.{json,md}
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.llm import MODELS, gguf_path
+from orchestrator.clients.chat_template import GGUFTokenizer
+from orchestrator.encoder import OnnxEncoder
+from orchestrator.pipeline import generate
+from orchestrator.pipeline.chunk import Chunker
+from orchestrator.settings import Settings
+from perf.common import RESULTS
+
+MODULES = ["heapq", "calendar", "tempfile", "uuid", "zlib", "secrets", "difflib", "base64"]
+MODULES += ["textwrap", "shutil"]
+MAX_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class Case:
+    question: str
+    facts: tuple[str, ...]  # the answer must contain one of these (case-insensitive)
+    document: str
+
+
+CASES = [
+    Case("In heapq, which element of a heap is always the smallest?", ("a[0]", "heap[0]"), "heapq"),
+    Case("How long does heapify take to turn a list into a heap?", ("linear", "o(len"), "heapq"),
+    Case("Does heapq's heappop return the smallest or the largest item?", ("smallest",), "heapq"),
+    Case("Does the heapq API use 0-based or 1-based indexing?", ("0-based",), "heapq"),
+    Case(
+        "Which day is the first day of the week by default in the calendar module?",
+        ("monday",),
+        "calendar",
+    ),
+    Case(
+        "Which calendar function sets the first day of the week?", ("setfirstweekday",), "calendar"
+    ),
+    Case("Which calendar class returns complete HTML pages?", ("htmlcalendar",), "calendar"),
+    Case("What does calendar.monthrange return?", ("weekday", "number of days"), "calendar"),
+    Case("Which tempfile function is subject to race conditions?", ("mktemp",), "tempfile"),
+    Case("What is the default mode of NamedTemporaryFile?", ("w+b",), "tempfile"),
+    Case(
+        "What happens to a TemporaryDirectory when its context exits?",
+        ("removed", "deleted"),
+        "tempfile",
+    ),
+    Case("Which RFC do Python's UUID objects follow?", ("4122",), "uuid"),
+    Case("Which uuid function may compromise privacy?", ("uuid1",), "uuid"),
+    Case("Which uuid function creates a random UUID?", ("uuid4",), "uuid"),
+    Case("Which hash function does uuid3 use?", ("md5",), "uuid"),
+    Case("Which hash function does uuid5 use?", ("sha-1", "sha1"), "uuid"),
+    Case("Which library is Python's zlib module based on?", ("gnu zip", "gzip"), "zlib"),
+    Case("Which compression levels does zlib.compress accept?", ("0-9", "0 to 9"), "zlib"),
+    Case("Which checksums can the zlib module compute?", ("adler", "crc"), "zlib"),
+    Case("Which PEP describes the secrets module?", ("506",), "secrets"),
+    Case(
+        "Which secrets function returns a random URL-safe text string?",
+        ("token_urlsafe",),
+        "secrets",
+    ),
+    Case(
+        "What kind of attack does secrets.compare_digest protect against?", ("timing",), "secrets"
+    ),
+    Case(
+        "Which secrets function returns a random int in the range [0, n)?",
+        ("randbelow",),
+        "secrets",
+    ),
+    Case("What is the default cutoff of difflib.get_close_matches?", ("0.6",), "difflib"),
+    Case(
+        "Which difflib function returns a delta in unified diff format?",
+        ("unified_diff",),
+        "difflib",
+    ),
+    Case("Which RFC does the base64 module follow for Base64?", ("3548",), "base64"),
+    Case(
+        "Which data encodings does the base64 module provide?",
+        ("base32", "base85", "ascii85", "base16"),
+        "base64",
+    ),
+    Case("What is the default width of lines wrapped by TextWrapper?", ("70",), "textwrap"),
+    Case("What is the default tabsize of TextWrapper?", ("8",), "textwrap"),
+    Case("What does textwrap.dedent remove from every line?", ("whitespace",), "textwrap"),
+    Case("Which placeholder does TextWrapper append to truncated text?", ("[...]",), "textwrap"),
+    Case(
+        "Which shutil exception is raised when source and destination are the same file?",
+        ("samefileerror",),
+        "shutil",
+    ),
+    Case("Which shutil error is raised when an archive cannot be read?", ("readerror",), "shutil"),
+]
+
+
+def documents() -> dict[str, str]:
+    """Each module's docstring followed by its public functions' and classes' docstrings."""
+    docs = {}
+    for name in MODULES:
+        module = importlib.import_module(name)
+        parts = [inspect.getdoc(module) or ""]
+        for attr, obj in sorted(vars(module).items()):
+            if attr.startswith("_") or not (inspect.isroutine(obj) or inspect.isclass(obj)):
+                continue
+            if getattr(obj, "__module__", name) not in (name, None) and not inspect.isbuiltin(obj):
+                continue
+            if doc := inspect.getdoc(obj):
+                parts.append(f"{attr}: {doc}")
+        docs[name] = "\n\n".join(parts)
+    return docs
+
+
+class Retriever:
+    """The project's chunker and embedding model, cosine top-k over all chunks."""
+
+    def __init__(self, settings: Settings, docs: dict[str, str]) -> None:
+        model_dir = settings.chunking_model_dir
+        chunker = Chunker.from_model_dir(model_dir, settings.chunk_tokens, settings.chunk_overlap)
+        self.encoder = OnnxEncoder(model_dir, threads=2)
+        self.chunks = [
+            (name, i, chunk.text)
+            for name, text in docs.items()
+            for i, chunk in enumerate(chunker.split(text))
+        ]
+        self.matrix, _ = self.encoder.encode([text for _, _, text in self.chunks])
+
+    def hits(self, question: str, top_k: int) -> list[dict[str, Any]]:
+        query, _ = self.encoder.encode([question])
+        scores = self.matrix @ query[0]
+        return [
+            {
+                "document_id": self.chunks[i][0],
+                "chunk_id": f"{self.chunks[i][0]}-{self.chunks[i][1]}",
+                "chunk_index": self.chunks[i][1],
+                "score": float(scores[i]),
+                "text": self.chunks[i][2],
+            }
+            for i in np.argsort(-scores)[:top_k]
+        ]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    path = gguf_path(name, settings.export_dir)
+    before = rss_mb()
+    start = time.perf_counter()
+    llm = Llama(model_path=str(path), n_ctx=settings.llm_context_tokens, verbose=False)
+    load_s = time.perf_counter() - start
+    tokenizer = GGUFTokenizer(path)
+    rows: list[dict[str, Any]] = []
+    tokens, gen_s = 0, 0.0
+    for case in CASES:
+        sources = generate.relevant(retriever.hits(case.question, 5), settings.answer_min_score)
+        prompt = generate.build_prompt(
+            case.question, sources, tokenizer, settings.llm_context_tokens, MAX_TOKENS
+        )
+        start = time.perf_counter()
+        out: Any = llm.create_completion(
+            tokenizer.render(prompt.messages), max_tokens=MAX_TOKENS, temperature=0
+        )
+        gen_s += time.perf_counter() - start
+        tokens += int(out["usage"]["completion_tokens"])
+        answer = str(out["choices"][0]["text"]).strip()
+        cited = {c["document_id"] for c in generate.citations(answer, prompt.sources)}
+        rows.append(
+            {
+                "question": case.question,
+                "answer": answer,
+                "retrieved": case.document in {s.document_id for s in prompt.sources},
+                "has_fact": any(f in answer.lower() for f in case.facts),
+                "cites_document": case.document in cited,
+                "cites_anything": bool(cited),
+            }
+        )
+        print(f"[{name}] {case.question} -> {answer[:100]!r}")
+    n = len(rows)
+    return {
+        "model": name,
+        "file": str(path),
+        "file_mb": round(path.stat().st_size / 2**20, 1),
+        "load_s": round(load_s, 3),
+        "rss_mb": round(rss_mb() - before, 1),
+        "generation_tokens_per_s": round(tokens / gen_s, 1),
+        "fact_rate": round(sum(r["has_fact"] for r in rows) / n, 3),
+        "cites_right_document_rate": round(sum(r["cites_document"] for r in rows) / n, 3),
+        "cites_anything_rate": round(sum(r["cites_anything"] for r in rows) / n, 3),
+        "retrieval_recall": round(sum(r["retrieved"] for r in rows) / n, 3),
+        "questions": n,
+        "rows": rows,
+    }
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    best = max(results, key=lambda r: (r["fact_rate"], r["cites_right_document_rate"]))
+    lines = [
+        f"# Answer quality ({results[0]['questions']} questions over {len(MODULES)} documents; "
+        f"greedy, at most {MAX_TOKENS} tokens; CPU threads: {os.cpu_count()})",
+        "",
+        "| model | answer has the fact | cites the right document | cites anything | "
+        "retrieval had it | load s | tokens/s | RSS MB | file MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['fact_rate']:.0%} | {r['cites_right_document_rate']:.0%} | "
+            f"{r['cites_anything_rate']:.0%} | {r['retrieval_recall']:.0%} | {r['load_s']} | "
+            f"{r['generation_tokens_per_s']} | {r['rss_mb']} | {r['file_mb']} |"
+        )
+    lines += ["", f"Better by these figures: **{best['model']}**."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    settings = Settings()
+    retriever = Retriever(settings, documents())
+    results = [evaluate(name, settings, retriever) for name in MODELS]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "answer_quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "answer_quality.md").write_text(report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

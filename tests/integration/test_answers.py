@@ -1,0 +1,233 @@
+"""Answers on the real stack: the real local LLM in Triton, the llm lane, Redis, the API.
+
+Through the official `openai` client (streaming and not), raw SSE, Triton's own generate
+endpoints and the CLI; citations point at stored chunks; the no-sources answer; the answer
+cache and its invalidation; cancellation when the client goes away; LLM down -> 503."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import tritonclient.http as httpclient
+
+from orchestrator import stack as embedded
+from orchestrator.pipeline.generate import NO_SOURCES_ANSWER
+from orchestrator.settings import Settings
+from tests.integration.conftest import search, upload, wait_job
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "keys.md": "API key rotation. The security team rotates every API key every 90 days. "
+    "To rotate a key yourself, run `tritonrag keys rotate` and then restart the API.",
+    "backups.txt": "Backups of the vector store run every night at 02:00 UTC and are kept "
+    "for 35 days in the backup bucket.",
+    "cafeteria.html": "<html><body><p>The office cafeteria opens at 8 am and serves lunch "
+    "until 2 pm on weekdays.</p></body></html>",
+}
+KEYS_QUESTION = "How often are API keys rotated?"
+
+
+def _ingest(api: httpx.Client, collection: str) -> None:
+    files = [(name, text.encode()) for name, text in DOCS.items()]
+    response = upload(api, collection, files)
+    assert response.status_code == 202, response.text
+    for doc in response.json()["documents"]:
+        assert wait_job(api, doc["job_id"])["state"] == "indexed"
+
+
+@pytest.fixture(scope="module")
+def handbook(api: httpx.Client) -> str:
+    _ingest(api, "handbook")
+    return "handbook"
+
+
+def _sse(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    kind, data = "message", []
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and data:
+            yield kind, "\n".join(data)
+            kind, data = "message", []
+
+
+def _chunk_ids(api: httpx.Client, collection: str, document_id: str) -> set[str]:
+    hits = search(api, collection, "anything", top_k=50, document_id=document_id)
+    return {h["chunk_id"] for h in hits}
+
+
+def test_ask_answers_with_citations_that_point_at_stored_chunks(
+    api: httpx.Client, handbook: str
+) -> None:
+    response = api.post(f"/v1/collections/{handbook}/ask", json={"question": KEYS_QUESTION})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["covered"] is True and body["cached"] is False
+    assert body["answer"].strip()
+    assert body["sources"][0]["document_id"] == "keys.md"  # retrieval ranked it first
+    for cited in body["sources"] + body["citations"]:
+        assert cited["chunk_id"] in _chunk_ids(api, handbook, cited["document_id"])
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", body["answer"])}
+    given = {s["number"] for s in body["sources"]}
+    assert {c["number"] for c in body["citations"]} == numbers & given  # none invented
+    assert body["usage"]["completion_tokens"] > 0 and body["usage"]["prompt_tokens"] > 0
+    timings = body["timings"]
+    assert 0 < timings["retrieve_ms"] <= timings["first_token_ms"] <= timings["total_ms"]
+
+
+def test_the_no_sources_answer_does_not_call_the_llm(api: httpx.Client, handbook: str) -> None:
+    question = {"question": "What is the boiling point of tungsten in kelvin?"}
+    body = api.post(f"/v1/collections/{handbook}/ask", json=question).json()
+    assert body["covered"] is False
+    assert body["answer"] == NO_SOURCES_ANSWER
+    assert body["citations"] == body["sources"] == []
+    assert body["usage"]["completion_tokens"] == 0
+
+
+def test_raw_sse_streams_tokens_then_citations_then_done(api: httpx.Client, handbook: str) -> None:
+    body = {"question": "When do backups run?", "stream": True}
+    with api.stream("POST", f"/v1/collections/{handbook}/ask", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = list(_sse(response))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "token" and kinds[-2:] == ["citations", "done"]
+    assert set(kinds[:-2]) == {"token"} and len(kinds) > 3  # streamed in pieces
+    text = "".join(json.loads(d)["text"] for k, d in events if k == "token")
+    done = json.loads(events[-1][1])
+    assert done["answer"] == text.strip()
+    sources = json.loads(events[-2][1])["sources"]
+    assert sources[0]["document_id"] == "backups.txt"
+
+
+def test_openai_client_chat_completions(stack: Settings, handbook: str) -> None:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{stack.port}/v1", api_key="unused")
+    models = {m.id for m in client.models.list().data}
+    assert {handbook, "embed", "sentence-transformers/all-MiniLM-L6-v2"} <= models
+    messages: Any = [
+        {"role": "user", "content": "Where are backups kept?"},
+        {"role": "assistant", "content": "In the backup bucket."},
+        {"role": "user", "content": "When does the cafeteria open?"},
+    ]
+    completion = client.chat.completions.create(model=handbook, messages=messages)
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert isinstance((completion.model_extra or {})["citations"], list)
+
+    stream = client.chat.completions.create(
+        model=handbook, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == completion.choices[0].message.content.strip()  # greedy, or cached
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason == "stop")
+    assert isinstance((final.model_extra or {})["citations"], list)
+    assert chunks[-1].usage is not None
+
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-collection", messages=messages)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=handbook, messages=[{"role": "user", "content": " "}])
+    same = client.embeddings.create(input="x", model="sentence-transformers/all-MiniLM-L6-v2")
+    assert len(same.data[0].embedding) == 384
+
+
+def test_tritons_own_generate_endpoints_serve_the_llm(stack: Settings) -> None:
+    base = f"http://{stack.triton_http_url}/v2/models/llm"
+    body = {"text_input": "The capital of France is", "parameters": {"max_tokens": 8}}
+    with httpx.Client(timeout=60) as client:
+        single = client.post(f"{base}/generate", json=body | {"stream": False})
+        assert single.status_code == 200, single.text
+        assert single.json()["text_output"].startswith("The capital of France is")
+        with client.stream("POST", f"{base}/generate_stream", json=body | {"stream": True}) as r:
+            assert r.status_code == 200
+            parts = [json.loads(d) for _, d in _sse(r)]
+    assert len(parts) >= 2 and all("text_output" in p for p in parts)
+    assert parts[-1]["num_output_tokens"] == 8
+    assert "".join(p["text_output"] for p in parts).strip()
+
+
+def test_repeat_is_cached_and_deleting_a_cited_document_invalidates(api: httpx.Client) -> None:
+    _ingest(api, "cached")
+    question = {"question": KEYS_QUESTION}
+    first = api.post("/v1/collections/cached/ask", json=question).json()
+    again = api.post("/v1/collections/cached/ask", json=question).json()
+    assert (first["cached"], again["cached"]) == (False, True)
+    assert again["answer"] == first["answer"] and again["sources"] == first["sources"]
+    assert again["timings"]["total_ms"] < first["timings"]["total_ms"]
+    assert api.delete("/v1/collections/cached/documents/keys.md").status_code == 200
+    after = api.post("/v1/collections/cached/ask", json=question).json()
+    assert after["cached"] is False
+    assert "keys.md" not in {s["document_id"] for s in after["sources"]}
+
+
+def _cancel_lines(stack: Settings) -> list[int]:
+    log = (stack.runtime_dir / "logs" / "triton.log").read_text(errors="replace")
+    return [int(n) for n in re.findall(r"llm: request cancelled after (\d+) tokens", log)]
+
+
+def test_a_client_that_disconnects_stops_the_generation(
+    api: httpx.Client, stack: Settings, handbook: str
+) -> None:
+    before = _cancel_lines(stack)
+    body = {"question": "Explain in detail everything about API keys and backups.", "stream": True}
+    with api.stream("POST", f"/v1/collections/{handbook}/ask", json=body) as response:
+        kind, _ = next(_sse(response))
+        assert kind == "token"
+    # The connection is closed: the API flags the answer, the llm lane cancels the Triton
+    # stream and the model stops at its next token.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(_cancel_lines(stack)) == len(before):
+        time.sleep(0.2)
+    after = _cancel_lines(stack)
+    assert len(after) == len(before) + 1, "the model did not see the cancellation"
+    assert after[-1] < stack.llm_max_tokens
+
+
+def test_llm_down_is_503_with_retry_after_and_an_sse_error(
+    api: httpx.Client, stack: Settings, handbook: str
+) -> None:
+    triton = httpclient.InferenceServerClient(stack.triton_http_url)
+    triton.unload_model("llm")
+    try:
+        question = {"question": "When does the cafeteria open?"}
+        response = api.post(f"/v1/collections/{handbook}/ask", json=question)
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) > 0
+        assert response.json()["error"]["type"] == "dependency_not_ready"
+        with api.stream(
+            "POST", f"/v1/collections/{handbook}/ask", json=question | {"stream": True}
+        ) as streamed:
+            events = list(_sse(streamed))
+        assert [k for k, _ in events] == ["error"]
+        assert api.get("/ready").json()["dependencies"]["llm"]["ready"] is False
+    finally:
+        triton.load_model("llm")
+    assert api.post(f"/v1/collections/{handbook}/ask", json=question).status_code == 200
+
+
+def test_cli_ask_streams_the_answer_and_prints_sources(stack: Settings, handbook: str) -> None:
+    exe = Path(sys.executable).parent / "tritonrag"
+    result = subprocess.run(
+        [str(exe), "ask", "When do backups run?", "-c", handbook],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=embedded.settings_env(stack) | {"COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "backups.txt" in result.stdout and "sources" in result.stdout
