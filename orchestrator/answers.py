@@ -13,9 +13,12 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
 
 from orchestrator.clients.chat_template import Message
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -31,6 +34,7 @@ from orchestrator.pipeline import generate
 from orchestrator.services import Services
 from workers.celery_app import ANSWER, LLM
 
+XREAD_BLOCK_S = 5.0
 CACHE_VERSION = 1  # bump when the prompt changes: cached answers of the old prompt are ignored
 Event = dict[str, Any]
 
@@ -66,7 +70,7 @@ async def check_question(services: Services, q: Question) -> None:
         raise TritonRagError(ErrorCode.NOT_FOUND, f"collection {q.collection!r} not found")
 
 
-async def answer_events(services: Services, q: Question) -> AsyncIterator[Event]:
+async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event, None]:
     """`token`* then `citations` then `done`; see the module docstring for errors."""
     start = time.perf_counter()
     key = _cache_key(services, q)
@@ -90,15 +94,16 @@ async def answer_events(services: Services, q: Question) -> AsyncIterator[Event]
     usage: Event = {}
     used = sources
     first: float | None = None
-    async for event in _generated(services, q, sources):
-        if event["type"] == "sources":
-            used = [x for x in sources if x.number in set(event["numbers"])]
-        elif event["type"] == "token":
-            first = first or time.perf_counter()
-            text.append(event["text"])
-            yield event
-        elif event["type"] == "done":
-            usage = event
+    async with aclosing(_generated(services, q, sources)) as events:
+        async for event in events:
+            if event["type"] == "sources":
+                used = [x for x in sources if x.number in set(event["numbers"])]
+            elif event["type"] == "token":
+                first = first or time.perf_counter()
+                text.append(event["text"])
+                yield event
+            elif event["type"] == "done":
+                usage = event
     answer = "".join(text).strip()
     record = {
         "answer": answer,
@@ -114,7 +119,7 @@ async def answer_events(services: Services, q: Question) -> AsyncIterator[Event]
 
 async def _generated(
     services: Services, q: Question, sources: list[generate.Source]
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Send the answer task to the llm lane and relay its events until `done`."""
     s = services.settings
     request_id = uuid.uuid4().hex
@@ -133,7 +138,9 @@ async def _generated(
             wait_s = deadline - time.monotonic()
             if wait_s <= 0:
                 raise _timeout(started, s.llm_first_token_timeout_s)
-            reply: Any = await services.redis.xread({stream: last}, block=int(wait_s * 1000) + 1)
+            # Short blocks: a read never outlasts the Redis client's socket timeout.
+            block_ms = int(min(wait_s, XREAD_BLOCK_S) * 1000) + 1
+            reply: Any = await services.redis.xread({stream: last}, block=block_ms)
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -148,7 +155,8 @@ async def _generated(
                     yield event
     finally:
         if not finished:  # error, timeout or the client went away: stop generating
-            await services.redis.set(cancel_key(request_id), 1, ex=int(s.llm_timeout_s) + 60)
+            with anyio.CancelScope(shield=True):  # runs even while the request is cancelled
+                await services.redis.set(cancel_key(request_id), 1, ex=int(s.llm_timeout_s) + 60)
 
 
 def _timeout(started: bool, waited_s: float) -> TritonRagError:

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from orchestrator.clients.chat_template import Message
 from orchestrator.clients.llm import LLM, Sampling, open_llm
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import answer_key, cancel_key
+from orchestrator.jobs import JobStore, answer_key, cancel_key
 from orchestrator.pipeline.generate import Source, build_prompt
 from orchestrator.settings import Settings
 from workers import celery_app as lanes
@@ -34,12 +34,12 @@ class LLMRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = BackgroundLoop()
-        self.llm: LLM = open_llm(settings)
-        self.redis = self.loop.run(_redis(settings.broker_url))
+        # grpc.aio and redis.asyncio bind to the loop they are created in.
+        self.llm, self.redis = self.loop.run(_open(settings))
 
 
-async def _redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_timeout=10)
+async def _open(settings: Settings) -> tuple[LLM, aioredis.Redis]:
+    return open_llm(settings), aioredis.Redis.from_url(settings.broker_url, socket_timeout=10)
 
 
 _lock = threading.Lock()
@@ -60,7 +60,14 @@ def llm_runtime() -> LLMRuntime:
 def answer(
     request_id: str, question: str, history: list[Message], sources: list[dict[str, Any]]
 ) -> None:
-    rt = llm_runtime()
+    try:
+        rt = llm_runtime()
+    except (Exception, SystemExit) as exc:  # no LLM to talk to: say so instead of going quiet
+        error = TritonRagError(ErrorCode.NOT_READY, f"the llm lane cannot start: {exc}", 5)
+        JobStore.from_url(Settings().broker_url).redis.xadd(
+            answer_key(request_id), {"event": json.dumps({"type": "error", **error.body()})}
+        )
+        raise
     rt.loop.run(generate(rt, request_id, question, history, [Source(**s) for s in sources]))
 
 

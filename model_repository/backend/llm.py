@@ -82,8 +82,9 @@ class TritonPythonModel:
                     pb_utils.Logger.log_info(f"llm: request cancelled after {produced} tokens")
                     _fail(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
                     return
-                produced += 1
-                pending.append(piece["choices"][0]["text"])
+                choice = piece["choices"][0]
+                produced += choice["finish_reason"] is None  # the closing piece is no token
+                pending.append(choice["text"])
                 if stream and (sent == 0 or len(pending) >= self.group):
                     sender.send(_response("".join(pending)))
                     pending, sent = [], sent + 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, cast
 
 from orchestrator.settings import Settings
 
@@ -61,7 +61,7 @@ class GGUFTokenizer:
             return len(self._llm.tokenize(text.encode(), add_bos=False, special=True))
 
     def render(self, messages: list[Message]) -> str:
-        response = self._formatter(messages=[dict(m) for m in messages])
+        response = self._formatter(messages=cast(Any, messages))
         return str(response.prompt)
 
 

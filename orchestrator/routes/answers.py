@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter
@@ -42,8 +43,11 @@ async def ask_collection(
 
 async def _sse(services: ServicesDep, q: Question) -> AsyncIterator[dict[str, str]]:
     try:
-        async for event in answer_events(services, q):
-            kind = event.pop("type")
-            yield {"event": kind, "data": json.dumps(event)}
+        # aclosing: when the client goes away this generator is closed, and so is the answer
+        # (which tells the llm lane to stop).
+        async with aclosing(answer_events(services, q)) as events:
+            async for event in events:
+                kind = event.pop("type")
+                yield {"event": kind, "data": json.dumps(event)}
     except TritonRagError as exc:
         yield {"event": "error", "data": json.dumps(exc.body()["error"])}

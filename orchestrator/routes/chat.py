@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter
@@ -97,15 +98,16 @@ async def _chunks(
     yield chunk({"role": "assistant", "content": ""})
     citations: list[dict[str, Any]] = []
     try:
-        async for event in answer_events(services, q):
-            if event["type"] == "token":
-                yield chunk({"content": event["text"]})
-            elif event["type"] == "citations":
-                citations = event["citations"]
-            elif event["type"] == "done":
-                yield chunk({}, "stop", citations=citations)
-                if include_usage:
-                    yield {"data": json.dumps({**head, "choices": [], "usage": _usage(event)})}
+        async with aclosing(answer_events(services, q)) as events:
+            async for event in events:
+                if event["type"] == "token":
+                    yield chunk({"content": event["text"]})
+                elif event["type"] == "citations":
+                    citations = event["citations"]
+                elif event["type"] == "done":
+                    yield chunk({}, "stop", citations=citations)
+                    if include_usage:
+                        yield {"data": json.dumps({**head, "choices": [], "usage": _usage(event)})}
     except TritonRagError as exc:
         yield {"data": json.dumps(exc.body())}
     yield {"data": "[DONE]"}
