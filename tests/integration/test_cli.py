@@ -43,17 +43,17 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
     try:
         up = _cli(env, "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        for part in ("redis", "triton", "worker", "api"):
+        for part in ("redis", "triton", "worker", "llm-worker", "api"):
             assert f"{part}: started" in up.stdout
         again = _cli(env, "up")
-        assert again.stdout.count("already running") == 4, again.stdout
+        assert again.stdout.count("already running") == 5, again.stdout
 
         worker = next(p for p in embedded.parts(settings) if p.name == "worker")
         pid = embedded.running_pid(worker, settings)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         revived = _cli(env, "up")
-        assert "worker: started" in revived.stdout and revived.stdout.count("already") == 3
+        assert "worker: started" in revived.stdout and revived.stdout.count("already") == 4
 
         docs = _folder(tmp_path, 60)
         ingest = _cli(env, "ingest", str(docs), "--collection", "notes")
@@ -72,7 +72,7 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         down = _cli(env, "down")
         assert unrelated.poll() is None, "down killed a process it did not start"
         assert down.returncode == 0
-        assert all(f"{p}: stopped" in down.stdout for p in ("worker", "triton", "redis"))
+        assert all(f"{p}: stopped" in down.stdout for p in ("llm-worker", "worker", "triton", "redis"))
         os.kill(int(real_api_pid), signal.SIGTERM)  # the api we orphaned on purpose
     finally:
         _cli(env, "down")
