@@ -114,7 +114,12 @@ class AskRequest(BaseModel):
 
 
 class Citation(BaseModel):
-    number: int = Field(description="The [n] the answer uses.")
+    number: int = Field(description="The source's number in the prompt ([n]).")
+    by: Literal["marker", "overlap"] | None = Field(
+        None,
+        description="How the answer cites it: an [n] marker, or (no marker in the answer) "
+        "most of the answer's words come from it. None in `sources`.",
+    )
     document_id: str
     chunk_id: str
     chunk_index: int

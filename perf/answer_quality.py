@@ -2,7 +2,7 @@
 
 Documents: the docstrings of 10 standard-library modules (real prose, one document each).
 33 questions, each with the fact its answer must contain and the document it comes from.
-Retrieval is the project's (same chunker, the published `embed` ONNX model, top 5 over cosine,
+Retrieval is the project's (same chunker, the published `embed` ONNX model, top answer_top_k,
 the relevance threshold); prompts are built by pipeline/generate.py with each model's own
 tokenizer and chat template; generation is llama.cpp, greedy, exactly as the Triton `llm`
 model runs it. Reported per model: answers containing the fact, answers citing the right
@@ -176,20 +176,30 @@ def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, A
     load_s = time.perf_counter() - start
     tokenizer = GGUFTokenizer(path)
     rows: list[dict[str, Any]] = []
-    tokens, gen_s = 0, 0.0
+    tokens, decode_s, first_ms, prompt_total = 0, 0.0, [], 0
     for case in CASES:
-        sources = generate.relevant(retriever.hits(case.question, 5), settings.answer_min_score)
+        sources = generate.relevant(
+            retriever.hits(case.question, settings.answer_top_k), settings.answer_min_score
+        )
         prompt = generate.build_prompt(
             case.question, sources, tokenizer, settings.llm_context_tokens, MAX_TOKENS
         )
+        prompt_total += prompt.prompt_tokens
         start = time.perf_counter()
-        out: Any = llm.create_completion(
-            tokenizer.render(prompt.messages), max_tokens=MAX_TOKENS, temperature=0
+        first, pieces = 0.0, []
+        stream: Any = llm.create_completion(
+            tokenizer.render(prompt.messages), max_tokens=MAX_TOKENS, temperature=0, stream=True
         )
-        gen_s += time.perf_counter() - start
-        tokens += int(out["usage"]["completion_tokens"])
-        answer = str(out["choices"][0]["text"]).strip()
-        cited = {c["document_id"] for c in generate.citations(answer, prompt.sources)}
+        for piece in stream:
+            first = first or time.perf_counter()
+            if piece["choices"][0]["finish_reason"] is None:
+                pieces.append(piece["choices"][0]["text"])
+        first_ms.append(1000 * (first - start))
+        decode_s += time.perf_counter() - first
+        tokens += len(pieces) - 1  # the first token's time is in first_ms
+        answer = "".join(pieces).strip()
+        found = generate.citations(answer, prompt.sources)
+        cited = {c["document_id"] for c in found}
         rows.append(
             {
                 "question": case.question,
@@ -198,6 +208,7 @@ def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, A
                 "has_fact": any(f in answer.lower() for f in case.facts),
                 "cites_document": case.document in cited,
                 "cites_anything": bool(cited),
+                "cites_by_marker": any(c["by"] == "marker" for c in found),
             }
         )
         print(f"[{name}] {case.question} -> {answer[:100]!r}")
@@ -208,10 +219,13 @@ def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, A
         "file_mb": round(path.stat().st_size / 2**20, 1),
         "load_s": round(load_s, 3),
         "rss_mb": round(rss_mb() - before, 1),
-        "generation_tokens_per_s": round(tokens / gen_s, 1),
+        "decode_tokens_per_s": round(tokens / decode_s, 1),
+        "first_token_p50_ms": round(float(np.median(first_ms)), 1),
+        "prompt_tokens_mean": round(prompt_total / n),
         "fact_rate": round(sum(r["has_fact"] for r in rows) / n, 3),
         "cites_right_document_rate": round(sum(r["cites_document"] for r in rows) / n, 3),
         "cites_anything_rate": round(sum(r["cites_anything"] for r in rows) / n, 3),
+        "marker_rate": round(sum(r["cites_by_marker"] for r in rows) / n, 3),
         "retrieval_recall": round(sum(r["retrieved"] for r in rows) / n, 3),
         "questions": n,
         "rows": rows,
@@ -224,16 +238,23 @@ def report(results: list[dict[str, Any]]) -> str:
         f"# Answer quality ({results[0]['questions']} questions over {len(MODULES)} documents; "
         f"greedy, at most {MAX_TOKENS} tokens; CPU threads: {os.cpu_count()})",
         "",
-        "| model | answer has the fact | cites the right document | cites anything | "
-        "retrieval had it | load s | tokens/s | RSS MB | file MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | answer has the fact | cites the right document | ... by an [n] marker | "
+        "retrieval had it | load s | first token p50 ms | decode tokens/s | RSS MB | file MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['model']} | {r['fact_rate']:.0%} | {r['cites_right_document_rate']:.0%} | "
-            f"{r['cites_anything_rate']:.0%} | {r['retrieval_recall']:.0%} | {r['load_s']} | "
-            f"{r['generation_tokens_per_s']} | {r['rss_mb']} | {r['file_mb']} |"
+            f"{r['marker_rate']:.0%} | {r['retrieval_recall']:.0%} | {r['load_s']} | "
+            f"{r['first_token_p50_ms']} | {r['decode_tokens_per_s']} | {r['rss_mb']} | "
+            f"{r['file_mb']} |"
         )
+    lines += [
+        "",
+        f"Prompts average {results[0]['prompt_tokens_mean']} tokens (system prompt, up to "
+        f"{Settings().answer_top_k} sources, the question); the first token waits for all of "
+        "them to be read.",
+    ]
     lines += ["", f"Better by these figures: **{best['model']}**."]
     return "\n".join(lines) + "\n"
 

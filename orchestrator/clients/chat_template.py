@@ -13,11 +13,22 @@ from typing import Any, Literal, Protocol, TypedDict, cast
 
 from orchestrator.settings import Settings
 
-# Used when a GGUF carries no template: ChatML, which SmolLM2 itself uses.
+# Used when a GGUF carries no template (base-model conversions): the family's own turn
+# markers, else ChatML. Gemma has no system turn: it opens the first user turn. No BOS here:
+# llama.cpp adds it when tokenizing.
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+GEMMA = (
+    "{% if messages[0].role == 'system' %}{% set first = messages[0].content + '\n\n' %}"
+    "{% set turns = messages[1:] %}{% else %}{% set first = '' %}{% set turns = messages %}"
+    "{% endif %}{% for m in turns %}<start_of_turn>"
+    "{{ 'model' if m.role == 'assistant' else 'user' }}\n"
+    "{{ (first if loop.first else '') + m.content }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+FAMILY_TEMPLATES = {"gemma3": GEMMA, "gemma2": GEMMA, "gemma": GEMMA}
 CHARS_PER_TOKEN = 3.5  # conservative for English prose with BPE vocabularies
 
 
@@ -43,7 +54,10 @@ class GGUFTokenizer:
 
         self._llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
         self._lock = threading.Lock()  # llama.cpp's tokenizer calls are not documented thread-safe
-        template = self._llm.metadata.get("tokenizer.chat_template") or CHATML
+        meta = self._llm.metadata
+        template = meta.get("tokenizer.chat_template") or FAMILY_TEMPLATES.get(
+            meta.get("general.architecture", ""), CHATML
+        )
         self._formatter = Jinja2ChatFormatter(
             template=template,
             eos_token=self._special(self._llm.token_eos()),

@@ -27,6 +27,52 @@ SNIPPET_CHARS = 240
 MIN_SOURCE_TOKENS = 48  # a source cut shorter than this is left out instead
 HISTORY_SHARE = 0.25  # earlier chat turns may take at most this much of the prompt budget
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_WORD = re.compile(r"[a-z0-9_][a-z0-9_.+-]*[a-z0-9_]|[a-z0-9]")
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "which",
+        "with",
+        "what",
+        "when",
+        "where",
+        "who",
+        "how",
+        "why",
+        "not",
+        "no",
+        "do",
+        "you",
+        "your",
+    ]
+)
+OVERLAP_MIN = 0.6  # share of the answer's content words found in the source
+OVERLAP_MAX_SOURCES = 2
 
 
 @dataclass(frozen=True)
@@ -155,7 +201,11 @@ def _fit_history(history: list[Message], tokenizer: ChatTokenizer, budget: int) 
 
 
 def citations(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
-    """The sources the answer cites ([n]), in order of first use; unknown numbers dropped."""
+    """The sources the answer cites ([n]), in order of first use; unknown numbers dropped.
+
+    Small models often write no marker at all; then the sources whose words make up most of
+    the answer are cited instead, marked `"by": "overlap"` so a client can tell the two apart.
+    """
     by_number = {s.number: s for s in sources}
     seen: list[int] = []
     for match in _CITATION.finditer(answer):
@@ -163,11 +213,28 @@ def citations(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
             n = int(part)
             if n in by_number and n not in seen:
                 seen.append(n)
-    return [citation(by_number[n]) for n in seen]
+    if seen:
+        return [citation(by_number[n], "marker") for n in seen]
+    return [citation(s, "overlap") for s in _overlapping(answer, sources)]
 
 
-def citation(source: Source) -> dict[str, Any]:
+def _overlapping(answer: str, sources: list[Source]) -> list[Source]:
+    """Sources sharing at least OVERLAP_MIN of the answer's content words, best first."""
+    words = _words(answer)
+    if len(words) < 3:
+        return []
+    shares = [(len(words & _words(s.text)) / len(words), s) for s in sources]
+    kept = sorted((x for x in shares if x[0] >= OVERLAP_MIN), key=lambda x: -x[0])
+    return [s for _, s in kept[:OVERLAP_MAX_SOURCES]]
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def citation(source: Source, by: str | None = None) -> dict[str, Any]:
     return {
+        "by": by,
         "number": source.number,
         "document_id": source.document_id,
         "chunk_id": source.chunk_id,

@@ -82,7 +82,11 @@ def test_ask_answers_with_citations_that_point_at_stored_chunks(
         assert cited["chunk_id"] in _chunk_ids(api, handbook, cited["document_id"])
     numbers = {int(n) for n in re.findall(r"\[(\d+)\]", body["answer"])}
     given = {s["number"] for s in body["sources"]}
-    assert {c["number"] for c in body["citations"]} == numbers & given  # none invented
+    if numbers & given:  # the model wrote markers: exactly those it gave, none invented
+        assert {c["number"] for c in body["citations"]} == numbers & given
+    else:  # no marker: attributed by overlap, and only to sources it was given
+        assert {c["by"] for c in body["citations"]} <= {"overlap"}
+        assert {c["number"] for c in body["citations"]} <= given
     assert body["usage"]["completion_tokens"] > 0 and body["usage"]["prompt_tokens"] > 0
     timings = body["timings"]
     assert 0 < timings["retrieve_ms"] <= timings["first_token_ms"] <= timings["total_ms"]

@@ -72,7 +72,9 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         down = _cli(env, "down")
         assert unrelated.poll() is None, "down killed a process it did not start"
         assert down.returncode == 0
-        assert all(f"{p}: stopped" in down.stdout for p in ("llm-worker", "worker", "triton", "redis"))
+        assert all(
+            f"{p}: stopped" in down.stdout for p in ("llm-worker", "worker", "triton", "redis")
+        )
         os.kill(int(real_api_pid), signal.SIGTERM)  # the api we orphaned on purpose
     finally:
         _cli(env, "down")

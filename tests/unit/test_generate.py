@@ -92,7 +92,19 @@ def test_citations_map_numbers_back_and_drop_unknown_ones() -> None:
     cited = generate.citations(answer, sources)
     assert [(c["number"], c["document_id"]) for c in cited] == [(2, "b.md"), (1, "doc1.txt")]
     assert cited[0]["chunk_id"] == "chunk-2" and cited[0]["snippet"].startswith("w2_0")
+    assert [c["by"] for c in cited] == ["marker", "marker"]
     assert generate.citations("no citation here", sources) == []
+
+
+def test_an_answer_without_markers_is_attributed_by_overlap() -> None:
+    keys = hit(1, 0.9, doc="keys.md") | {
+        "text": "The security team rotates every API key every 90 days with tritonrag keys rotate."
+    }
+    cafe = hit(2, 0.5, doc="cafe.md") | {"text": "The cafeteria opens at 8 am on weekdays."}
+    sources = generate.relevant([keys, cafe], 0.3)
+    cited = generate.citations("API keys are rotated every 90 days.", sources)
+    assert [(c["document_id"], c["by"]) for c in cited] == [("keys.md", "overlap")]
+    assert generate.citations("Bananas grow on tall plants in warm places.", sources) == []
 
 
 def test_estimated_tokenizer_errs_towards_more_tokens() -> None:
