@@ -48,12 +48,14 @@ down:
 status:
 	$(BIN)/tritonrag status
 
-# The whole stack, the project's own documentation ingested, one search and one embedding.
+# The whole stack, the project's own documentation ingested, one search, one answer and one
+# embedding.
 demo: setup
 	$(BIN)/tritonrag up
 	$(BIN)/tritonrag ingest README.md perf/results --collection tritonrag-docs
 	$(BIN)/tritonrag search "how many texts per second does Triton serve?" \
 	  --collection tritonrag-docs --top-k 3
+	$(BIN)/tritonrag ask "Which port does the embedded Redis use?" --collection tritonrag-docs
 	$(BIN)/tritonrag embed \
 	  "Triton batches requests from many clients into one model run." \
 	  "The inference server groups concurrent calls into a single batch." \

@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         "threads", description="Celery pool: threads (embedded edge shard) or prefork (server)."
     )
     visibility_timeout_s: int = Field(
-        1800, description="Unacked task is redelivered after this long (Redis broker)."
+        7 * 24 * 3600,
+        description="Backstop only: an unacked task is redelivered after this long (Redis "
+        "broker). A dead worker's tasks come back within ~30 s by heartbeat (workers/liveness.py).",
     )
     max_deliveries: int = Field(
         3, description="A document task delivered more often than this ends `failed`."

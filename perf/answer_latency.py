@@ -15,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from orchestrator import stack as embedded
 from orchestrator.clients.chat_template import GGUFTokenizer
 from orchestrator.clients.llm import Sampling, TritonLLM
 from orchestrator.pipeline import generate
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import free_port
 from perf.answer_quality import CASES, documents
-from perf.common import RESULTS
+from perf.common import RESULTS, own_stack
 
 TARGET_MS = 30.0
 
@@ -144,17 +141,8 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            runtime_dir=Path(tmp), redis_port=free_port(), port=free_port(),
-            triton_http_port=free_port(), triton_grpc_port=free_port(),
-            triton_metrics_port=free_port(), answer_cache_ttl_s=0,
-        )  # fmt: skip
-        embedded.up(settings, print)
-        try:
-            results = run(settings)
-        finally:
-            embedded.down(settings, print)
+    with own_stack(answer_cache_ttl_s=0) as settings:
+        results = run(settings)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "answer_latency.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "answer_latency.md").write_text(report(results))

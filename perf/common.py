@@ -10,7 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port
@@ -74,6 +77,24 @@ def bench_settings(runtime_dir: Path) -> Settings:
         triton_cache_mb=0,
         runtime_dir=runtime_dir,
     )
+
+
+@contextmanager
+def own_stack(**overrides: Any) -> Iterator[Settings]:
+    """The embedded stack on free ports in a temporary folder, stopped on exit."""
+    from orchestrator import stack as embedded
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            runtime_dir=Path(tmp), redis_port=free_port(), port=free_port(),
+            triton_http_port=free_port(), triton_grpc_port=free_port(),
+            triton_metrics_port=free_port(), **overrides,
+        )  # fmt: skip
+        embedded.up(settings, print)
+        try:
+            yield settings
+        finally:
+            embedded.down(settings, print)
 
 
 def _is_number(value: str) -> bool:

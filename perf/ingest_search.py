@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,8 +36,7 @@ from orchestrator.encoder import Matrix
 from orchestrator.jobs import scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import free_port
-from perf.common import RESULTS
+from perf.common import RESULTS, own_stack
 
 DOCS = int(os.environ.get("PERF_DOCS", "60"))
 SECONDS = float(os.environ.get("PERF_SECONDS", "15"))
@@ -168,17 +165,8 @@ def search_latency(url: str, collection: str, queries: list[str], seconds: float
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            runtime_dir=Path(tmp), redis_port=free_port(), port=free_port(),
-            triton_http_port=free_port(), triton_grpc_port=free_port(),
-            triton_metrics_port=free_port(),
-        )  # fmt: skip
-        embedded.up(settings, print)
-        try:
-            results = run_all(settings)
-        finally:
-            embedded.down(settings, print)
+    with own_stack() as settings:
+        results = run_all(settings)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ingest_search.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "ingest_search.md").write_text(report(results))

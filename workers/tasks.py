@@ -7,12 +7,13 @@ import logging
 from typing import Any
 
 from celery.exceptions import Reject
-from celery.signals import worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, reply_key, scoped
 from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
+from workers import liveness
 from workers.celery_app import app
 from workers.runtime import WorkerRuntime, close, runtime
 
@@ -116,6 +117,25 @@ def _answer(request_id: str, work: Any) -> None:
 @worker_shutdown.connect
 def _close_stores(**_: Any) -> None:
     close()
+
+
+@worker_ready.connect
+def _start_liveness(**_: Any) -> None:
+    liveness.start(app)  # a fresh worker restores what dead ones held
+
+
+@task_prerun.connect
+def _hold(task: Any = None, task_id: str = "", **_: Any) -> None:
+    tag = (task.request.properties or {}).get("delivery_tag") if task is not None else None
+    if tag:
+        liveness.hold(app, str(tag), task_id)
+
+
+@task_postrun.connect
+def _release(task: Any = None, **_: Any) -> None:
+    tag = (task.request.properties or {}).get("delivery_tag") if task is not None else None
+    if tag:
+        liveness.release(app, str(tag))
 
 
 # The llm lane's task lives in its own module; importing it registers it with the app.

@@ -29,6 +29,13 @@ _SUFFIXES: dict[str, frozenset[DocType]] = {
     ".docx": frozenset({DocType.DOCX}),
 }
 _HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
+# Hostile input: a 2.4 MB .docx whose XML inflates to 1 GB took a worker from 2 to 9+ GB.
+# Archives are judged by their declared sizes before anything is inflated (zipfile never
+# inflates past a member's declared size), extracted text and PDF pages are capped.
+MAX_UNZIPPED_BYTES = 64 * 2**20
+MAX_ZIP_RATIO = 100  # for members over 1 MiB; real .docx XML compresses ~5-20x
+MAX_TEXT_CHARS = 5_000_000
+MAX_PDF_PAGES = 2_000
 
 
 class ParseError(TritonRagError):
@@ -97,6 +104,8 @@ def extract_text(data: bytes, doc_type: DocType) -> str:
     except Exception as exc:
         raise ParseError(f"cannot parse {doc_type.name}: {type(exc).__name__}: {exc}") from exc
     text = text.replace("\x00", "").strip()
+    if len(text) > MAX_TEXT_CHARS:
+        raise ParseError(f"the document has over {MAX_TEXT_CHARS} characters of text")
     if not text:
         raise ParseError(f"no text found in this {doc_type.name} document")
     return text
@@ -125,14 +134,40 @@ def _pdf(data: bytes) -> str:
     reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted:
         raise ParseError("the PDF is encrypted")
-    return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    if len(reader.pages) > MAX_PDF_PAGES:
+        raise ParseError(f"the PDF has {len(reader.pages)} pages; the limit is {MAX_PDF_PAGES}")
+    pages, size = [], 0
+    for page in reader.pages:
+        pages.append(page.extract_text() or "")
+        size += len(pages[-1])
+        if size > MAX_TEXT_CHARS:
+            raise ParseError(f"the document has over {MAX_TEXT_CHARS} characters of text")
+    return "\n\n".join(pages)
 
 
 def _docx(data: bytes) -> str:
     import docx
 
+    _check_archive(data)
     document = docx.Document(io.BytesIO(data))
     return "\n\n".join(p.text for p in document.paragraphs if p.text.strip())
+
+
+def _check_archive(data: bytes) -> None:
+    """Refuse a zip bomb from its central directory, before inflating anything."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = archive.infolist()
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNZIPPED_BYTES:
+        raise ParseError(
+            f"the archive inflates to {total} bytes; the limit is {MAX_UNZIPPED_BYTES}"
+        )
+    for m in members:
+        if m.file_size > 2**20 and m.file_size > MAX_ZIP_RATIO * max(1, m.compress_size):
+            raise ParseError(
+                f"{m.filename} inflates {m.file_size // max(1, m.compress_size)}x; "
+                f"the limit is {MAX_ZIP_RATIO}x"
+            )
 
 
 _EXTRACTORS = {

@@ -15,10 +15,6 @@ from orchestrator import stack as embedded
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port
 
-# Short enough that a killed worker's task comes back within the test; long enough that no
-# test task (small documents) runs past it and gets delivered twice.
-VISIBILITY_TIMEOUT_S = 15
-
 
 def stack_settings(runtime_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
@@ -29,7 +25,6 @@ def stack_settings(runtime_dir: Path, **overrides: Any) -> Settings:
         "triton_metrics_port": free_port(),
         "port": free_port(),
         "worker_concurrency": 4,
-        "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
         "chunk_tokens": 64,
         "chunk_overlap": 8,
     }

@@ -22,7 +22,8 @@ from orchestrator.main import create_app
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port
-from tests.integration.conftest import VISIBILITY_TIMEOUT_S, search, upload, wait_job
+from tests.integration.conftest import search, upload, wait_job
+from workers.liveness import ALIVE_TTL_S
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,14 @@ def test_killed_worker_task_is_redelivered_without_loss_or_duplicates(
     embedded.up(stack, started.append)  # `tritonrag up` brings back only what is missing
     assert [line.split(":")[0] for line in started if "started" in line] == ["worker"]
 
-    job = wait_job(api, doc["job_id"], timeout_s=VISIBILITY_TIMEOUT_S + 90)
+    # With the shipped settings (the broker's visibility timeout is days), the new worker sees
+    # the dead one's heartbeat expire and puts its task back: it resumes within a minute.
+    up_at = time.monotonic()
+    while api.get(f"/v1/jobs/{doc['job_id']}").json()["deliveries"] < 2:
+        assert time.monotonic() - up_at < 60, "the dead worker's task did not come back"
+        time.sleep(0.2)
+    assert time.monotonic() - up_at < ALIVE_TTL_S + 15
+    job = wait_job(api, doc["job_id"], timeout_s=120)
     assert job["state"] == "indexed", job
     assert job["deliveries"] == 2
     assert job["chunks_reused"] > 0  # what the dead worker stored was kept, not redone

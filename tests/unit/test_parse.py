@@ -1,6 +1,10 @@
+import io
+import zipfile
+
 import pytest
 
 from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.pipeline import parse
 from orchestrator.pipeline.parse import DocType, ParseError, extract_text, sniff
 from tests import samples
 
@@ -64,3 +68,42 @@ def test_empty_is_empty_input() -> None:
 def test_broken_or_textless_documents_raise_parse_error(data: bytes, kind: DocType) -> None:
     with pytest.raises(ParseError):
         extract_text(data, kind)
+
+
+def _bomb(inflated_mb: int) -> bytes:
+    """A valid .docx whose document.xml inflates to `inflated_mb` MiB of one repeated run."""
+    from docx import Document
+
+    buffer = io.BytesIO()
+    Document().save(buffer)
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb,
+    ):
+        for item in source.infolist():
+            if item.filename != "word/document.xml":
+                bomb.writestr(item, source.read(item))
+        with bomb.open("word/document.xml", "w", force_zip64=True) as xml:
+            xml.write(
+                b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats'
+                b'.org/wordprocessingml/2006/main"><w:body>'
+            )
+            para = b"<w:p><w:r><w:t>" + b"A" * 1000 + b"</w:t></w:r></w:p>"
+            for _ in range(inflated_mb * 1024):
+                xml.write(para)
+            xml.write(b"</w:body></w:document>")
+    return out.getvalue()
+
+
+def test_a_docx_bomb_fails_before_it_is_inflated() -> None:
+    data = _bomb(200)
+    assert len(data) < 2 * 2**20 and sniff(data, "bomb.docx") is DocType.DOCX
+    with pytest.raises(ParseError, match="inflates"):  # judged from the central directory
+        extract_text(data, DocType.DOCX)
+
+
+def test_text_past_the_cap_fails_with_a_reason() -> None:
+    text = ("word " * (parse.MAX_TEXT_CHARS // 5 + 10)).encode()
+    with pytest.raises(ParseError, match="characters of text"):
+        extract_text(text, DocType.TXT)

@@ -1,0 +1,97 @@
+"""A dead worker's tasks come back within a minute; a slow, healthy one is never run twice.
+
+The Redis broker redelivers an unacked message only after its visibility timeout, which must
+outlast the longest healthy task. So instead: every worker process keeps a heartbeat key
+alive and records the delivery tag of each task it runs under its own identity (host:pid).
+A watchdog thread in every worker restores (kombu's `restore_by_tag`: back to its queue, off
+the unacked set) the tags held by identities whose heartbeat expired. The visibility timeout
+stays as a backstop, far above any task's duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import Celery
+
+from orchestrator.jobs import PREFIX, JobStore
+from orchestrator.settings import Settings
+
+log = logging.getLogger("tritonrag.worker")
+HEARTBEAT_S = 5.0
+ALIVE_TTL_S = 20  # four missed beats: dead
+_stores: dict[int, JobStore] = {}  # per pid: its heartbeat runs (prefork children differ)
+_lock = threading.Lock()
+
+
+def identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def alive_key(who: str) -> str:
+    return f"{PREFIX}alive:{who}"
+
+
+def held_key(who: str) -> str:
+    return f"{PREFIX}held:{who}"
+
+
+def hold(app: Celery, delivery_tag: str, task_id: str) -> None:
+    start(app).redis.hset(held_key(identity()), delivery_tag, task_id)
+
+
+def release(app: Celery, delivery_tag: str) -> None:
+    start(app).redis.hdel(held_key(identity()), delivery_tag)
+
+
+def start(app: Celery) -> JobStore:
+    """This process's store, its heartbeat + watchdog thread started on the first call."""
+    with _lock:
+        store = _stores.get(os.getpid())
+        if store is not None:
+            return store
+        store = _stores[os.getpid()] = JobStore.from_url(Settings().broker_url)
+    beat(store)
+    thread = threading.Thread(target=_run, args=(app, store), name="tritonrag-liveness")
+    thread.daemon = True
+    thread.start()
+    return store
+
+
+def beat(store: JobStore) -> None:
+    store.redis.set(alive_key(identity()), "1", ex=ALIVE_TTL_S)
+
+
+def restore_dead(app: Celery, store: JobStore) -> int:
+    """Put the tasks held by dead processes back on their queues; returns how many."""
+    restored = 0
+    for raw in store.redis.scan_iter(match=f"{PREFIX}held:*", count=100):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        who = key.removeprefix(f"{PREFIX}held:")
+        if store.redis.exists(alive_key(who)):
+            continue
+        tags = [t.decode() for t in store.redis.hkeys(key)]  # type: ignore[union-attr]
+        if tags:
+            with app.connection_for_write() as connection:
+                qos: Any = connection.default_channel.qos
+                for tag in tags:
+                    qos.restore_by_tag(tag, leftmost=True)  # it waited long enough
+        store.redis.delete(key)
+        restored += len(tags)
+        if tags:
+            log.warning("restored %d task(s) held by dead worker %s", len(tags), who)
+    return restored
+
+
+def _run(app: Celery, store: JobStore) -> None:
+    stop = threading.Event()
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            beat(store)
+            restore_dead(app, store)
+        except Exception:  # Redis away for a moment: the next beat tries again
+            log.exception("liveness pass failed")
