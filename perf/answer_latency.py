@@ -4,7 +4,8 @@ prompt sent straight to Triton's `llm` model, question by question, in one run.
 For each question (answer cache off, so every /ask really generates): time to first token of
 `POST /ask` (SSE) as a client sees it, then the LLM's own time to first token for the prompt
 the llm lane built (same retrieval, same pipeline code) over gRPC to Triton, alternating the
-order. Reported: p50/p90 of the paired difference (target: <= 30 ms at p50), and generation
+order. Before each, an unrelated one-token prompt empties llama.cpp's prompt-prefix cache, so
+both read their prompt cold. Reported: p50/p90 of the paired difference (target: <= 30 ms at p50), and generation
 tokens/s both ways.
 
     python -m perf.answer_latency      # writes perf/results/answer_latency.{json,md}
@@ -29,6 +30,7 @@ from perf.answer_quality import CASES, documents
 from perf.common import RESULTS, own_stack
 
 TARGET_MS = 30.0
+COLD = generate.Prompt([{"role": "user", "content": "Hello."}], [], 0)
 
 
 def stack_ask(api: httpx.Client, collection: str, question: str) -> dict[str, float]:
@@ -66,8 +68,12 @@ async def direct(llm: TritonLLM, prompt: generate.Prompt, max_tokens: int) -> di
 
 def run(settings: Settings) -> dict[str, Any]:
     tokenizer = GGUFTokenizer(settings.llm_tokenizer_path or Path())
-    llm = TritonLLM(settings.triton_grpc_url, settings.llm_model, tokenizer)
     loop = asyncio.new_event_loop()
+
+    async def connect() -> TritonLLM:  # grpc.aio binds its channel to the running loop
+        return TritonLLM(settings.triton_grpc_url, settings.llm_model, tokenizer)
+
+    llm = loop.run_until_complete(connect())
     rows = []
     with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=300) as api:
         files = [("files", (f"{n}.txt", t.encode())) for n, t in documents().items()]
@@ -88,6 +94,8 @@ def run(settings: Settings) -> dict[str, Any]:
             )
             pair: dict[str, dict[str, float]] = {}
             for side in ("stack", "direct") if i % 2 == 0 else ("direct", "stack"):
+                # llama.cpp reuses the cached prefix of the previous prompt: start both cold.
+                loop.run_until_complete(direct(llm, COLD, 1))
                 if side == "stack":
                     pair[side] = stack_ask(api, "bench", case.question)
                 else:
