@@ -5,8 +5,8 @@ For each question (answer cache off, so every /ask really generates): time to fi
 `POST /ask` (SSE) as a client sees it, then the LLM's own time to first token for the prompt
 the llm lane built (same retrieval, same pipeline code) over gRPC to Triton, alternating the
 order. Before each, an unrelated one-token prompt empties llama.cpp's prompt-prefix cache, so
-both read their prompt cold. Reported: p50/p90 of the paired difference (target: <= 30 ms at p50), and generation
-tokens/s both ways.
+both read their prompt cold. Reported: p50/p90 of the paired difference (target: <= 30 ms
+at p50), and generation tokens/s both ways.
 
     python -m perf.answer_latency      # writes perf/results/answer_latency.{json,md}
 """
