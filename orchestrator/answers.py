@@ -27,7 +27,6 @@ from orchestrator.jobs import (
     answer_index_key,
     answer_key,
     cancel_key,
-    collections_key,
     scoped,
 )
 from orchestrator.pipeline import generate
@@ -65,9 +64,7 @@ async def check_question(services: Services, q: Question) -> None:
         )
     if not 1 <= q.top_k <= s.max_top_k:
         raise TritonRagError(ErrorCode.INVALID_INPUT, f"top_k is 1..{s.max_top_k}, got {q.top_k}")
-    known = await services.redis.sismember(collections_key(q.tenant), q.collection)
-    if not known:
-        raise TritonRagError(ErrorCode.NOT_FOUND, f"collection {q.collection!r} not found")
+    await services.require_collection(q.tenant, q.collection)
 
 
 async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event, None]:

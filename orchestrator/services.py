@@ -18,7 +18,7 @@ from celery import Celery
 from orchestrator.batcher import SearchBatcher
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobStore, query_cache_key, reply_key
+from orchestrator.jobs import JobStore, collections_key, query_cache_key, reply_key
 from orchestrator.settings import Settings
 from workers.celery_app import ROUTES, SEARCH, create_celery
 
@@ -76,6 +76,11 @@ class Services:
             error = message["error"]
             raise TritonRagError(ErrorCode(error["type"]), error["message"])
         return message["result"]
+
+    async def require_collection(self, tenant: str, collection: str) -> None:
+        """404 for a collection the tenant never uploaded to (or dropped)."""
+        if not await self.redis.sismember(collections_key(tenant), collection):
+            raise TritonRagError(ErrorCode.NOT_FOUND, f"collection {collection!r} not found")
 
     async def embed_query(self, text: str) -> list[float]:
         """A query's embedding, from the Redis cache when this text was seen recently."""

@@ -24,6 +24,7 @@ async def search_collection(
         )
     if not body.query.strip():
         raise TritonRagError(ErrorCode.EMPTY_INPUT, "query is blank")
+    await services.require_collection(tenant, collection)
     vector = await services.embed_query(body.query)
     hits = await services.searches.search(
         scoped(tenant, collection), vector, body.top_k, body.filters
