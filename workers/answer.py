@@ -111,7 +111,7 @@ async def _relay(
     s = rt.settings
     start = time.perf_counter()
     first: float | None = None
-    pieces = completion = 0
+    completion = 0
     prompt_tokens: int | None = None
     cancelled = False
     stream = rt.llm.stream(messages, Sampling(s.llm_max_tokens, s.llm_temperature))
@@ -122,7 +122,6 @@ async def _relay(
                 break
             if delta.text:
                 first = first or time.perf_counter()
-                pieces += 1
                 await emit({"type": "token", "text": delta.text})
             if delta.completion_tokens is not None:
                 completion, prompt_tokens = delta.completion_tokens, delta.prompt_tokens
