@@ -24,6 +24,7 @@ from export.repository import published
 from orchestrator import tritonserver
 from orchestrator.jobs import JobStore, reply_key
 from orchestrator.settings import Settings
+from workers.celery_app import INGEST, LLM, QUERY
 
 
 class StackError(RuntimeError):
@@ -99,7 +100,7 @@ def parts(settings: Settings) -> list[Part]:
             "worker",
             celery_worker(
                 f"tritonrag-{settings.redis_port}@%h",
-                "query,ingest",
+                f"{QUERY},{INGEST}",
                 settings.worker_pool,
                 settings.worker_concurrency,
             ),
@@ -113,12 +114,12 @@ def parts(settings: Settings) -> list[Part]:
             "llm-worker",
             celery_worker(
                 f"tritonrag-llm-{settings.redis_port}@%h",
-                "llm",
+                LLM,
                 "threads",
                 settings.llm_concurrency,
             ),
             env,
-            lambda: ping_worker(settings, queue="llm"),
+            lambda: ping_worker(settings, queue=LLM),
             "tritonrag-llm-",
         ),
         Part(
@@ -168,7 +169,7 @@ def ping_redis(settings: Settings) -> bool:
         client.close()
 
 
-def ping_worker(settings: Settings, timeout_s: int = 2, queue: str = "query") -> bool:
+def ping_worker(settings: Settings, timeout_s: int = 2, queue: str = QUERY) -> bool:
     """Send a ping on a lane and wait for a worker's reply."""
     from workers.celery_app import PING, create_celery
 

@@ -124,18 +124,21 @@ def _start_liveness(**_: Any) -> None:
     liveness.start(app)  # a fresh worker restores what dead ones held
 
 
+def _delivery_tag(task: Any) -> str | None:
+    tag = (task.request.properties or {}).get("delivery_tag") if task is not None else None
+    return str(tag) if tag else None
+
+
 @task_prerun.connect
 def _hold(task: Any = None, task_id: str = "", **_: Any) -> None:
-    tag = (task.request.properties or {}).get("delivery_tag") if task is not None else None
-    if tag:
-        liveness.hold(app, str(tag), task_id)
+    if tag := _delivery_tag(task):
+        liveness.hold(app, tag, task_id)
 
 
 @task_postrun.connect
 def _release(task: Any = None, **_: Any) -> None:
-    tag = (task.request.properties or {}).get("delivery_tag") if task is not None else None
-    if tag:
-        liveness.release(app, str(tag))
+    if tag := _delivery_tag(task):
+        liveness.release(app, tag)
 
 
 # The llm lane's task lives in its own module; importing it registers it with the app.
