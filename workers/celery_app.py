@@ -64,4 +64,5 @@ def create_celery(settings: Settings) -> Celery:
 
 
 # The worker's app (`celery -A workers.tasks worker`); settings come from TRITONRAG_* env.
-app = create_celery(Settings())
+settings = Settings()
+app = create_celery(settings)

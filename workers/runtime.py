@@ -53,8 +53,6 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        slots = max(1, min(settings.ingest_concurrency, settings.worker_concurrency - 1))
-        self.ingest_slots = threading.BoundedSemaphore(slots)
 
     @cached_property
     def jobs(self) -> JobStore:

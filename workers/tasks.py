@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from celery.exceptions import Reject
+from celery import Task
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -15,24 +15,29 @@ from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
 from workers import liveness
 from workers.celery_app import app
+from workers.gate import IngestGate, bind_step
 from workers.runtime import WorkerRuntime, close, runtime
 
 log = logging.getLogger("tritonrag.worker")
 REPLY_TTL_S = 120
-SLOT_WAIT_S = 0.1
 
 
-@app.task(name=lanes.INGEST_DOCUMENT)
-def ingest_document(job_id: str) -> str:
-    rt = runtime()
-    # A worker's threads serve both lanes; ingest may hold only some of them, so a search
-    # always finds a free thread. Without a slot the message goes back to the queue's tail.
-    if not rt.ingest_slots.acquire(timeout=SLOT_WAIT_S):
-        raise Reject("all ingest slots busy", requeue=True)
+# A worker's threads serve both lanes; ingest may hold only some, so a search always finds one.
+_threads = lanes.settings.worker_concurrency
+gate = IngestGate(max(1, min(lanes.settings.ingest_concurrency, _threads - 1)))
+app.steps["consumer"].add(bind_step(gate))
+
+
+@app.task(name=lanes.INGEST_DOCUMENT, bind=True)
+def ingest_document(self: Task, job_id: str) -> str:
+    if not gate.enter():  # raced past the lane's pause: back to the queue, once
+        log.info("ingest slots full: job %s goes back to the queue", job_id)
+        self.apply_async((job_id,))
+        return "requeued"
     try:
-        return _ingest(rt, job_id)
+        return _ingest(runtime(), job_id)
     finally:
-        rt.ingest_slots.release()
+        gate.leave()
 
 
 def _ingest(rt: WorkerRuntime, job_id: str) -> str:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from orchestrator import stack as embedded
 from orchestrator.clients.edge import EdgeVectors
-from orchestrator.jobs import scoped
+from orchestrator.jobs import JobStore, scoped
 from orchestrator.main import create_app
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
@@ -86,6 +86,31 @@ def test_killed_worker_task_is_redelivered_without_loss_or_duplicates(
     finally:
         store.close()
         embedded.up(stack, print)
+
+
+def _pushes(settings: Settings) -> int:
+    stats = JobStore.from_url(settings.broker_url).redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("lpush", "rpush"))
+
+
+def test_waiting_ingest_work_stays_in_the_queue(api: httpx.Client, stack: Settings) -> None:
+    """More documents than ingest slots: the extra ones wait in Redis, not cycling through
+    the worker (that once made ~10 requeues per second per idle thread, each a traceback)."""
+    log = stack.runtime_dir / "logs" / "worker.log"
+    log_before = log.stat().st_size
+    pushes_before = _pushes(stack)
+    files = [(f"wait{i}.txt", (f"Document {i}. " + BIG[:6000]).encode()) for i in range(12)]
+    docs = upload(api, "waiting", files).json()["documents"]
+    jobs = [wait_job(api, d["job_id"], timeout_s=300) for d in docs]
+    assert [j["state"] for j in jobs] == ["indexed"] * len(files)
+    assert all(j["deliveries"] == 1 for j in jobs)
+    # One push per upload, plus at most one quiet requeue each for a task that raced the
+    # pause; a spinning lane makes hundreds.
+    assert _pushes(stack) - pushes_before <= 2 * len(files)
+    with log.open("rb") as handle:
+        handle.seek(log_before)
+        tail = handle.read().decode(errors="replace")
+    assert "Traceback" not in tail and "rejected" not in tail, tail[-2000:]
 
 
 def test_openai_client_embeddings(api: httpx.Client, stack: Settings) -> None:
