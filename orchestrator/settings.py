@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         3, description="A document task delivered more often than this ends `failed`."
     )
+    parse_timeout_s: float = Field(
+        120.0, description="A document's parsing is stopped after this long (it fails)."
+    )
+    parse_memory_mb: int = Field(
+        1024,
+        description="Memory a document's parser (its own process) may take above an idle "
+        "parser; past it the document fails.",
+    )
     task_retries: int = Field(4, description="Retries with backoff on Triton/Qdrant errors.")
     max_upload_mb: float = Field(20.0, description="Largest request body for uploads, in MiB.")
     max_files_per_upload: int = Field(100, description="Most files in one upload request.")

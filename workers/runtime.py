@@ -14,6 +14,7 @@ from orchestrator.encoder import Matrix
 from orchestrator.jobs import JobStore
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.pipeline.index import IndexContext
+from orchestrator.pipeline.isolate import ParseLimits
 from orchestrator.settings import Settings
 
 T = TypeVar("T")
@@ -72,6 +73,7 @@ class WorkerRuntime:
             chunker=Chunker.from_model_dir(s.chunking_model_dir, s.chunk_tokens, s.chunk_overlap),
             batch=s.embed_batch,
             attempts=s.task_retries,
+            parse=ParseLimits(s.parse_timeout_s, s.parse_memory_mb),
         )
 
 

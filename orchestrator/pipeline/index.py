@@ -8,6 +8,7 @@ document no longer produces are deleted at the end.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from orchestrator.errors import TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped
 from orchestrator.pipeline.chunk import Chunk, Chunker
 from orchestrator.pipeline.embed import Embedder, embed_batches, retrying
-from orchestrator.pipeline.parse import ParseError, extract_text, sniff
+from orchestrator.pipeline.parse import DocType, ParseError, sniff
 
 log = logging.getLogger("tritonrag.index")
 
@@ -34,6 +35,7 @@ class IndexContext:
     chunker: Chunker
     batch: int
     attempts: int
+    parse: Callable[[bytes, DocType], str]  # pipeline.isolate.ParseLimits in workers
 
 
 def ingest(ctx: IndexContext, job_id: str) -> JobState:
@@ -48,7 +50,7 @@ def ingest(ctx: IndexContext, job_id: str) -> JobState:
         data = ctx.jobs.blob(job_id)
         if data is None:
             raise ParseError("the uploaded bytes expired before the job ran")
-        text = extract_text(data, sniff(data, job["filename"]))
+        text = ctx.parse(data, sniff(data, job["filename"]))
         chunks = ctx.chunker.split(text)
         _index_chunks(ctx, job, chunks, metadata)
     except TritonRagError as exc:  # bad document, or Triton still failing after retries

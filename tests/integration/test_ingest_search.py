@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from orchestrator import stack as embedded
 from orchestrator.settings import Settings
 from tests import samples
 from tests.integration.conftest import search, upload, wait_job
 
 pytestmark = pytest.mark.integration
+WORKER_BUDGET_MB = 1024  # the store-owning worker, all told (README: "Memory")
 
 DOCS = {
     "volcano.txt": b"Volcanic eruptions eject molten lava, ash and gases from the Earth's mantle.",
@@ -113,6 +117,35 @@ def test_corrupt_empty_and_textless_documents_fail_and_the_worker_lives_on(
         assert job["deliveries"] == 1  # failed once, not redelivered in a loop
     ok = upload(api, "bad", [("fine.txt", b"The worker still indexes this.")]).json()
     assert wait_job(api, ok["documents"][0]["job_id"])["state"] == "indexed"
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def test_bombs_fail_with_a_reason_and_the_worker_stays_small(
+    api: httpx.Client, stack: Settings
+) -> None:
+    """The defaults hold hostile files: each ends `failed` with why, in seconds, while the
+    worker that owns the store never grows (parsing runs in its own capped process)."""
+    worker = next(p for p in embedded.parts(stack) if p.name == "worker")
+    pid = embedded.running_pid(worker, stack)
+    assert pid is not None
+    bombs = [
+        ("bomb.docx", samples.docx_bomb(1000), "inflates"),  # 1 GB of XML in ~2.4 MB
+        ("bomb.pdf", samples.pdf_bomb(1024), "Limit reached"),
+        ("deep.html", samples.nested_html(1_000_000), "deeper than 256"),
+    ]
+    started = time.monotonic()
+    response = upload(api, "bombs", [(name, data) for name, data, _ in bombs])
+    assert response.status_code == 202, response.text
+    for doc, (_, _, reason) in zip(response.json()["documents"], bombs, strict=True):
+        job = wait_job(api, doc["job_id"])
+        assert job["state"] == "failed" and reason in job["reason"], job
+    assert time.monotonic() - started < 60
+    assert embedded.running_pid(worker, stack) == pid
+    assert _peak_rss_mb(pid) < WORKER_BUDGET_MB
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.pipeline.index import IndexContext, ingest
+from orchestrator.pipeline.parse import extract_text
 from orchestrator.settings import Settings
 from tests import samples
 
@@ -62,7 +63,7 @@ def store(tmp_path: Path) -> Iterator[EdgeVectors]:
 
 def _ctx(jobs: JobStore, store: EdgeVectors, embed: FakeEmbedder) -> IndexContext:
     chunker = Chunker.from_model_dir(MODEL, size=30, overlap=5)
-    return IndexContext(store, jobs, embed, chunker, batch=4, attempts=2)
+    return IndexContext(store, jobs, embed, chunker, batch=4, attempts=2, parse=extract_text)
 
 
 def _upload(jobs: JobStore, data: bytes, doc: str = "doc", name: str = "doc.txt") -> str:

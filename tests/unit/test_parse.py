@@ -1,6 +1,3 @@
-import io
-import zipfile
-
 import pytest
 
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -70,34 +67,8 @@ def test_broken_or_textless_documents_raise_parse_error(data: bytes, kind: DocTy
         extract_text(data, kind)
 
 
-def _bomb(inflated_mb: int) -> bytes:
-    """A valid .docx whose document.xml inflates to `inflated_mb` MiB of one repeated run."""
-    from docx import Document
-
-    buffer = io.BytesIO()
-    Document().save(buffer)
-    out = io.BytesIO()
-    with (
-        zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as source,
-        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb,
-    ):
-        for item in source.infolist():
-            if item.filename != "word/document.xml":
-                bomb.writestr(item, source.read(item))
-        with bomb.open("word/document.xml", "w", force_zip64=True) as xml:
-            xml.write(
-                b'<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats'
-                b'.org/wordprocessingml/2006/main"><w:body>'
-            )
-            para = b"<w:p><w:r><w:t>" + b"A" * 1000 + b"</w:t></w:r></w:p>"
-            for _ in range(inflated_mb * 1024):
-                xml.write(para)
-            xml.write(b"</w:body></w:document>")
-    return out.getvalue()
-
-
 def test_a_docx_bomb_fails_before_it_is_inflated() -> None:
-    data = _bomb(200)
+    data = samples.docx_bomb(200)
     assert len(data) < 2 * 2**20 and sniff(data, "bomb.docx") is DocType.DOCX
     with pytest.raises(ParseError, match="inflates"):  # judged from the central directory
         extract_text(data, DocType.DOCX)
@@ -107,3 +78,16 @@ def test_text_past_the_cap_fails_with_a_reason() -> None:
     text = ("word " * (parse.MAX_TEXT_CHARS // 5 + 10)).encode()
     with pytest.raises(ParseError, match="characters of text"):
         extract_text(text, DocType.TXT)
+
+
+def test_a_pdf_stream_bomb_fails_at_pypdfs_output_limit() -> None:
+    data = samples.pdf_bomb(1024)
+    assert len(data) < 4 * 2**20
+    with pytest.raises(ParseError, match="Limit reached"):
+        extract_text(data, DocType.PDF)
+
+
+def test_html_nested_past_256_levels_fails_at_once() -> None:
+    with pytest.raises(ParseError, match="deeper than 256"):
+        extract_text(samples.nested_html(1_000_000), DocType.HTML)
+    assert extract_text(samples.nested_html(200), DocType.HTML) == "deep"
