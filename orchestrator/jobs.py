@@ -142,6 +142,9 @@ class JobStore:
         self.redis.hincrby(job_key(job_id), counter, n)
         self.redis.hset(job_key(job_id), "updated_at", time.time())
 
+    def deliveries(self, job_id: str) -> int:
+        return int(self.redis.hget(job_key(job_id), "deliveries") or 0)
+
     def count_delivery(self, job_id: str) -> int:
         return int(self.redis.hincrby(job_key(job_id), "deliveries", 1))
 

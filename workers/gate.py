@@ -7,13 +7,16 @@ waiting messages cost nothing while they wait. The consumer's own loop makes the
 (`call_soon`), so it can lag a message behind; a task that raced past the pause goes back
 to the queue once, quietly.
 
+A redelivered task (its worker died while it ran) runs alone: if it is what kills the
+worker, it is the only ingest task in flight when it does, so only its delivery count grows
+and documents that merely shared the dying worker are not failed with it.
+
 Prefork children run one task each and never reach the limit; a consumer is only bound in
 the process that runs the tasks (the threads pool).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
@@ -21,39 +24,54 @@ from celery import bootsteps
 
 from workers.celery_app import INGEST
 
-log = logging.getLogger("tritonrag.worker")
-
 
 class IngestGate:
     def __init__(self, slots: int, lane: str = INGEST) -> None:
         self.slots = slots
         self.lane = lane
         self.running = 0
+        self.alone = False  # a redelivered task runs
+        self.waiting_alone = 0
         self.paused = False
         self._consumer: Any = None
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
 
     def bind(self, consumer: Any) -> None:
-        with self._lock:
+        with self._cond:
             self._consumer = consumer
+            self._sync()
 
-    def enter(self) -> bool:
-        """Take a slot; False when all are busy (the caller sends its message back)."""
-        with self._lock:
-            if self.running >= self.slots:
+    def enter(self, alone: bool = False) -> bool:
+        """Take a slot; False when none is free (the caller sends its message back).
+        `alone` waits until no other ingest task runs and keeps others out meanwhile."""
+        with self._cond:
+            if alone:
+                self.waiting_alone += 1
+                self._sync()
+                self._cond.wait_for(lambda: self.running == 0)
+                self.waiting_alone -= 1
+                self.alone = True
+            elif self.running >= self.slots or self.alone or self.waiting_alone:
                 return False
             self.running += 1
-            if self.running == self.slots and self._consumer is not None:
-                self.paused = True
-                self._consumer.call_soon(self._consumer.cancel_task_queue, self.lane)
+            self._sync()
             return True
 
     def leave(self) -> None:
-        with self._lock:
+        with self._cond:
             self.running -= 1
-            if self.paused and self._consumer is not None:
-                self.paused = False
-                self._consumer.call_soon(self._consumer.add_task_queue, self.lane)
+            self.alone = False
+            self._sync()
+            self._cond.notify_all()
+
+    def _sync(self) -> None:
+        """Consume the lane exactly when a new ingest task could start."""
+        full = self.running >= self.slots or self.alone or self.waiting_alone > 0
+        if self._consumer is None or full == self.paused:
+            return
+        self.paused = full
+        change = self._consumer.cancel_task_queue if full else self._consumer.add_task_queue
+        self._consumer.call_soon(change, self.lane)
 
 
 def bind_step(gate: IngestGate) -> type[bootsteps.StartStopStep]:

@@ -30,12 +30,14 @@ app.steps["consumer"].add(bind_step(gate))
 
 @app.task(name=lanes.INGEST_DOCUMENT, bind=True)
 def ingest_document(self: Task, job_id: str) -> str:
-    if not gate.enter():  # raced past the lane's pause: back to the queue, once
+    rt = runtime()
+    if not gate.enter(alone=rt.jobs.deliveries(job_id) > 0):
+        # It raced past the lane's pause: back to the queue, once.
         log.info("ingest slots full: job %s goes back to the queue", job_id)
         self.apply_async((job_id,))
         return "requeued"
     try:
-        return _ingest(runtime(), job_id)
+        return _ingest(rt, job_id)
     finally:
         gate.leave()
 
