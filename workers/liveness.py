@@ -4,8 +4,10 @@ The Redis broker redelivers an unacked message only after its visibility timeout
 outlast the longest healthy task. So instead: every worker process keeps a heartbeat key
 alive and records the delivery tag of each task it runs under its own identity (host:pid).
 A watchdog thread in every worker restores (kombu's `restore_by_tag`: back to its queue, off
-the unacked set) the tags held by identities whose heartbeat expired. The visibility timeout
-stays as a backstop, far above any task's duration.
+the unacked set) the tags held by identities whose heartbeat expired, and its own tags whose
+task is no longer running (Redis was away when the task ended, so neither the ack nor the
+release got through). The visibility timeout stays as a backstop, far above any task's
+duration.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ HEARTBEAT_S = 5.0
 ALIVE_TTL_S = 20  # four missed beats: dead
 _stores: dict[int, JobStore] = {}  # per pid: its heartbeat runs (prefork children differ)
 _lock = threading.Lock()
+_running: set[str] = set()  # tags this process runs now; changed with the Redis record
+_running_lock = threading.Lock()
 
 
 def identity() -> str:
@@ -41,11 +45,17 @@ def held_key(who: str) -> str:
 
 
 def hold(app: Celery, delivery_tag: str, task_id: str) -> None:
-    start(app).redis.hset(held_key(identity()), delivery_tag, task_id)
+    store = start(app)
+    with _running_lock:
+        _running.add(delivery_tag)
+        store.redis.hset(held_key(identity()), delivery_tag, task_id)
 
 
 def release(app: Celery, delivery_tag: str) -> None:
-    start(app).redis.hdel(held_key(identity()), delivery_tag)
+    store = start(app)
+    with _running_lock:
+        _running.discard(delivery_tag)
+        store.redis.hdel(held_key(identity()), delivery_tag)
 
 
 def start(app: Celery) -> JobStore:
@@ -72,19 +82,36 @@ def restore_dead(app: Celery, store: JobStore) -> int:
     for raw in store.redis.scan_iter(match=f"{PREFIX}held:*", count=100):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
         who = key.removeprefix(f"{PREFIX}held:")
-        if store.redis.exists(alive_key(who)):
-            continue
-        tags = [t.decode() for t in store.redis.hkeys(key)]  # type: ignore[union-attr]
-        if tags:
-            with app.connection_for_write() as connection:
-                qos: Any = connection.default_channel.qos
-                for tag in tags:
-                    qos.restore_by_tag(tag, leftmost=True)  # it waited long enough
-        store.redis.delete(key)
-        restored += len(tags)
-        if tags:
-            log.warning("restored %d task(s) held by dead worker %s", len(tags), who)
+        if who == identity():
+            restored += _restore_orphans(app, store)
+        elif not store.redis.exists(alive_key(who)):
+            tags = [t.decode() for t in store.redis.hkeys(key)]  # type: ignore[union-attr]
+            _restore(app, tags)
+            store.redis.delete(key)
+            restored += len(tags)
+            if tags:
+                log.warning("restored %d task(s) held by dead worker %s", len(tags), who)
     return restored
+
+
+def _restore_orphans(app: Celery, store: JobStore) -> int:
+    """This process's held tags whose task ended while Redis was away."""
+    with _running_lock:
+        held = {t.decode() for t in store.redis.hkeys(held_key(identity()))}  # type: ignore[union-attr]
+        orphans = sorted(held - _running)
+        _restore(app, orphans)  # a no-op for a message that was acked after all
+        if orphans:
+            store.redis.hdel(held_key(identity()), *orphans)
+            log.warning("restored %d task(s) that ended while Redis was away", len(orphans))
+    return len(orphans)
+
+
+def _restore(app: Celery, tags: list[str]) -> None:
+    if tags:
+        with app.connection_for_write() as connection:
+            qos: Any = connection.default_channel.qos
+            for tag in tags:
+                qos.restore_by_tag(tag, leftmost=True)  # it waited long enough
 
 
 def _run(app: Celery, store: JobStore) -> None:

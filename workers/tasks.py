@@ -6,7 +6,9 @@ import json
 import logging
 from typing import Any
 
+import redis
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -30,11 +32,20 @@ app.steps["consumer"].add(bind_step(gate))
 
 @app.task(name=lanes.INGEST_DOCUMENT, bind=True)
 def ingest_document(self: Task, job_id: str) -> str:
+    try:
+        return _gated(self, job_id)
+    except redis.exceptions.ConnectionError as exc:
+        # Redis went away mid-job: the job is not at fault. Back to the queue; if Redis is
+        # still away the message stays unacked and liveness restores it when it is back.
+        raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
+
+
+def _gated(task: Task, job_id: str) -> str:
     rt = runtime()
     if not gate.enter(alone=rt.jobs.deliveries(job_id) > 0):
         # It raced past the lane's pause: back to the queue, once.
         log.info("ingest slots full: job %s goes back to the queue", job_id)
-        self.apply_async((job_id,))
+        task.apply_async((job_id,))
         return "requeued"
     try:
         return _ingest(rt, job_id)
@@ -47,13 +58,14 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
     if deliveries > rt.settings.max_deliveries:
         # Redelivered after a worker died on it this many times: stop the loop here.
         reason = f"gave up after {deliveries - 1} deliveries: a worker died processing it"
-        rt.jobs.update_job(job_id, state=JobState.FAILED, reason=reason)
-        return JobState.FAILED.value
+        return index.fail(rt.index, job_id, reason).value
     try:
         state = index.ingest(rt.index, job_id)
+    except redis.exceptions.ConnectionError:
+        raise  # not the job's fault: see ingest_document
     except Exception as exc:
         # Unexpected (a bug, the store down past retries): the job must not hang mid-way.
-        rt.jobs.update_job(job_id, state=JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        index.fail(rt.index, job_id, f"{type(exc).__name__}: {exc}")
         raise
     job = rt.jobs.job(job_id)
     if state is JobState.INDEXED and job is not None:  # a new version: answers on the old go

@@ -127,6 +127,12 @@ def _with_retry(ctx: IndexContext, fn: Any, *args: Any) -> Any:
     return retrying(ctx.attempts)(fn, *args)
 
 
+def fail(ctx: IndexContext, job_id: str, reason: str) -> JobState:
+    """End job `job_id` (and its document's record) `failed` with `reason`."""
+    job = ctx.jobs.job(job_id)
+    return _fail(ctx, job, reason) if job is not None else JobState.FAILED
+
+
 def _fail(ctx: IndexContext, job: dict[str, Any], reason: str) -> JobState:
     log.warning("job %s failed: %s", job["id"], reason)
     ctx.jobs.update_job(job["id"], state=JobState.FAILED, reason=reason)
