@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         "parser; past it the document fails.",
     )
     task_retries: int = Field(4, description="Retries with backoff on Triton/Qdrant errors.")
+    outage_wait_s: float = Field(
+        600.0,
+        description="How long an ingest task waits for Triton or the store to be ready again "
+        "before its document fails.",
+    )
     max_upload_mb: float = Field(20.0, description="Largest request body for uploads, in MiB.")
     max_files_per_upload: int = Field(100, description="Most files in one upload request.")
     ingest_queue_limit: int = Field(

@@ -74,6 +74,7 @@ class WorkerRuntime:
             batch=s.embed_batch,
             attempts=s.task_retries,
             parse=ParseLimits(s.parse_timeout_s, s.parse_memory_mb),
+            outage_s=s.outage_wait_s,
         )
 
 

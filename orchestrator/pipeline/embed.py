@@ -7,9 +7,11 @@ from typing import Protocol
 
 import numpy as np
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -30,10 +32,19 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-def retrying(attempts: int) -> Retrying:
+def retrying(attempts: int, outage_s: float = 0) -> Retrying:
+    """`attempts` more tries; while a dependency is down (not ready), tries for `outage_s`:
+    a Triton restart must not fail the documents that wait for it."""
+    by_count, by_time = stop_after_attempt(attempts + 1), stop_after_delay(outage_s)
+
+    def stop(state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        down = isinstance(exc, TritonRagError) and exc.code is ErrorCode.NOT_READY
+        return bool(by_count(state) and (not down or by_time(state)))
+
     return Retrying(
         retry=retry_if_exception(transient),
-        stop=stop_after_attempt(attempts + 1),
+        stop=stop,
         wait=wait_exponential_jitter(multiplier=0.5, max=8.0),
         reraise=True,
     )
@@ -45,9 +56,10 @@ def embed_batches(
     batch: int,
     attempts: int,
     on_batch: Callable[[int, Matrix], None],
+    outage_s: float = 0,
 ) -> None:
     """Embed `texts` `batch` at a time; `on_batch(start, rows)` runs after each batch."""
     for start in range(0, len(texts), batch):
         part = texts[start : start + batch]
-        rows = retrying(attempts)(embed, part)
+        rows = retrying(attempts, outage_s)(embed, part)
         on_batch(start, np.asarray(rows, dtype=np.float32))

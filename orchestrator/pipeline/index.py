@@ -36,6 +36,7 @@ class IndexContext:
     batch: int
     attempts: int
     parse: Callable[[bytes, DocType], str]  # pipeline.isolate.ParseLimits in workers
+    outage_s: float = 0  # how long to wait for Triton or the store to come back
 
 
 def ingest(ctx: IndexContext, job_id: str) -> JobState:
@@ -95,7 +96,9 @@ def _index_chunks(
         ctx.jobs.add_count(job_id, "chunks_embedded", len(points))
         ctx.jobs.update_job(job_id, state=JobState.EMBEDDING)
 
-    embed_batches(ctx.embed, [c.text for c, _ in todo], ctx.batch, ctx.attempts, on_batch)
+    embed_batches(
+        ctx.embed, [c.text for c, _ in todo], ctx.batch, ctx.attempts, on_batch, ctx.outage_s
+    )
     ctx.jobs.update_job(job_id, state=JobState.INDEXING)
     _check_current(ctx, job)
     stale = _with_retry(ctx, ctx.store.document_ids, name, document_id) - set(ids)
@@ -124,7 +127,7 @@ def _check_current(ctx: IndexContext, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_retry(ctx: IndexContext, fn: Any, *args: Any) -> Any:
-    return retrying(ctx.attempts)(fn, *args)
+    return retrying(ctx.attempts, ctx.outage_s)(fn, *args)
 
 
 def fail(ctx: IndexContext, job_id: str, reason: str) -> JobState:

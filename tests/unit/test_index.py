@@ -165,3 +165,28 @@ def test_terminal_jobs_are_not_run_again(jobs: JobStore, store: EdgeVectors) -> 
     ingest(ctx, job_id)
     calls = len(embed.calls)
     assert ingest(ctx, job_id) is JobState.INDEXED and len(embed.calls) == calls
+
+
+def test_a_dependency_that_is_down_is_waited_for_past_the_attempts() -> None:
+    from tenacity import wait_none
+
+    from orchestrator.pipeline.embed import retrying
+
+    calls = []
+
+    def flaky(code: ErrorCode, fails: int) -> str:
+        calls.append(code)
+        if len(calls) <= fails:
+            raise TritonRagError(code, "down")
+        return "ok"
+
+    # Not ready (Triton restarting): tried until it is back, within the outage window.
+    assert retrying(2, outage_s=60).copy(wait=wait_none())(flaky, ErrorCode.NOT_READY, 10) == "ok"
+    calls.clear()
+    with pytest.raises(TritonRagError):  # without a window: the attempts only
+        retrying(2).copy(wait=wait_none())(flaky, ErrorCode.NOT_READY, 10)
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(TritonRagError):  # overload is not an outage
+        retrying(2, outage_s=60).copy(wait=wait_none())(flaky, ErrorCode.OVERLOADED, 10)
+    assert len(calls) == 3
