@@ -1,13 +1,16 @@
 """A dead worker's tasks come back within a minute; a slow, healthy one is never run twice.
 
 The Redis broker redelivers an unacked message only after its visibility timeout, which must
-outlast the longest healthy task. So instead: every worker process keeps a heartbeat key
-alive and records the delivery tag of each task it runs under its own identity (host:pid).
-A watchdog thread in every worker restores (kombu's `restore_by_tag`: back to its queue, off
-the unacked set) the tags held by identities whose heartbeat expired, and its own tags whose
-task is no longer running (Redis was away when the task ended, so neither the ack nor the
-release got through). The visibility timeout stays as a backstop, far above any task's
-duration.
+outlast the longest healthy task. So instead: every worker keeps a heartbeat key alive and
+records the delivery tag of each task it receives under its identity (host:pid of its main
+process). A watchdog thread in every worker restores (kombu's `restore_by_tag`: back to its
+queue, off the unacked set):
+- the tags held by identities whose heartbeat expired;
+- its own tags whose task no longer runs (Redis was away when it ended, so neither the ack
+  nor the release got through; threads pool, where tasks run in the receiving process);
+- unacked messages older than a minute that no live worker holds (received by a worker that
+  died before it could record them).
+The visibility timeout stays as a backstop, far above any task's duration.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -32,8 +36,13 @@ _running: set[str] = set()  # tags this process runs now; changed with the Redis
 _running_lock = threading.Lock()
 
 
+# The worker's main process (prefork children inherit it): tasks are held where they arrive.
+_IDENTITY = f"{socket.gethostname()}:{os.getpid()}"
+UNHELD_AFTER_S = 60  # an unacked message nobody alive holds for this long is restored
+
+
 def identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return _IDENTITY
 
 
 def alive_key(who: str) -> str:
@@ -78,20 +87,38 @@ def beat(store: JobStore) -> None:
 
 def restore_dead(app: Celery, store: JobStore) -> int:
     """Put the tasks held by dead processes back on their queues; returns how many."""
-    restored = 0
+    restored, held = 0, set()
     for raw in store.redis.scan_iter(match=f"{PREFIX}held:*", count=100):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
         who = key.removeprefix(f"{PREFIX}held:")
-        if who == identity():
+        tags = [t.decode() for t in store.redis.hkeys(key)]  # type: ignore[union-attr]
+        if who == identity() and app.conf.worker_pool == "threads":
             restored += _restore_orphans(app, store)
-        elif not store.redis.exists(alive_key(who)):
-            tags = [t.decode() for t in store.redis.hkeys(key)]  # type: ignore[union-attr]
-            _restore(app, tags)
-            store.redis.delete(key)
-            restored += len(tags)
-            if tags:
-                log.warning("restored %d task(s) held by dead worker %s", len(tags), who)
-    return restored
+        if store.redis.exists(alive_key(who)):
+            held.update(tags)
+            continue
+        _restore(app, tags)
+        store.redis.delete(key)
+        restored += len(tags)
+        if tags:
+            log.warning("restored %d task(s) held by dead worker %s", len(tags), who)
+    return restored + _restore_unheld(app, store, held)
+
+
+def _restore_unheld(app: Celery, store: JobStore, held: set[str]) -> int:
+    """Unacked messages no live worker holds: received by a worker that died before it
+    could record them (or while Redis was away)."""
+    with app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        old = store.redis.zrange(
+            channel.unacked_index_key, 0, time.time() - UNHELD_AFTER_S, byscore=True
+        )
+        tags = sorted({t.decode() for t in old} - held)  # type: ignore[union-attr]
+        for tag in tags:
+            channel.qos.restore_by_tag(tag, leftmost=True)
+    if tags:
+        log.warning("restored %d unacked task(s) that no live worker holds", len(tags))
+    return len(tags)
 
 
 def _restore_orphans(app: Celery, store: JobStore) -> int:

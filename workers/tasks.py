@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_received, worker_ready, worker_shutdown
 
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, reply_key, scoped
@@ -148,10 +148,11 @@ def _delivery_tag(task: Any) -> str | None:
     return str(tag) if tag else None
 
 
-@task_prerun.connect
-def _hold(task: Any = None, task_id: str = "", **_: Any) -> None:
-    if tag := _delivery_tag(task):
-        liveness.hold(app, tag, task_id)
+@task_received.connect
+def _hold(request: Any = None, **_: Any) -> None:
+    # On arrival, not at start: a task waiting for a thread is held too.
+    if request is not None and (tag := request.message.delivery_tag):
+        liveness.hold(app, str(tag), request.id)
 
 
 @task_postrun.connect
