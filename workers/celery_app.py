@@ -38,6 +38,7 @@ ROUTES = {
 def create_celery(settings: Settings) -> Celery:
     app = Celery("tritonrag", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
+        broker_transport="workers.broker:Transport",
         task_queues=[Queue(name) for name in LANES],
         task_routes={name: {"queue": lane} for name, lane in ROUTES.items()},
         task_default_queue=INGEST,

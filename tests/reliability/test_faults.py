@@ -114,3 +114,105 @@ def test_a_document_that_kills_the_worker_fails_and_the_rest_are_indexed(
     assert kills == Settings().max_deliveries
     assert "gave up after 3 deliveries" in final["poison.pdf"]["reason"]
     assert set(bystanders.values()) == {"indexed"}
+
+
+def _timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def test_redis_restarted_mid_ingest_loses_nothing_acknowledged(
+    api: httpx.Client, stack: Settings, scale: Scale, record: Callable[..., None]
+) -> None:
+    docs = corpus(scale.documents // 2, "redis")
+    upload_all(api, "redis", docs)
+    _until(lambda: count_indexed(api, "redis") >= len(docs) // 4, 300)
+    embedded.down_part(part(stack, "redis"), stack)  # SIGTERM: the AOF is flushed
+    seen: list[tuple[httpx.Response, float]] = []
+    for i in range(3):
+        late = [("files", (f"late-{i}.txt", b"Uploaded while Redis is down."))]
+        body = {"query": f"rain at station {i}", "top_k": 3}
+        seen.append(_timed(lambda: api.post("/v1/collections/redis/documents", files=late)))  # noqa: B023
+        seen.append(_timed(lambda: api.post("/v1/collections/redis/search", json=body)))  # noqa: B023
+    embedded.up(stack, print)
+    before = count_indexed(api, "redis")
+    recovery = _until(lambda: count_indexed(api, "redis") > before, 120)
+    wait_terminal(api, "redis", len(docs), 600)
+    final = states(api, "redis")
+    failed = {d: r.get("reason") for d, r in final.items() if r["state"] != "indexed"}
+    check = store_check(stack, "redis", docs)
+    statuses = sorted({r.status_code for r, _ in seen})
+    record(
+        case="3. Redis restarted mid-ingest (AOF on)",
+        done=f"1 restart during {len(docs)} documents; {len(seen)} requests while down",
+        lost=len(failed) + sum(check.values()),
+        errors=f"while down: {statuses}",
+        latency=f"while down: max {max(t for _, t in seen) * 1000:.0f} ms",
+        recovery=f"{recovery:.0f} s from up to progress",
+    )
+    assert statuses == [503] and all(int(r.headers["retry-after"]) > 0 for r, _ in seen)
+    assert failed == {} and check == NO_LOSS
+
+
+def test_triton_killed_search_is_503_and_ingestion_completes_once_it_is_back(
+    api: httpx.Client, stack: Settings, record: Callable[..., None]
+) -> None:
+    docs = corpus(20, "triton")
+    _kill(stack, "triton")
+    down_at = time.monotonic()
+    noticed = _until(lambda: api.get("/ready").status_code == 503, 30)
+    upload_all(api, "triton", docs)  # accepted: the work waits for Triton
+    search, took = _timed(
+        lambda: api.post("/v1/collections/triton/search", json={"query": "never seen before"})
+    )
+    time.sleep(5)
+    waiting = states(api, "triton")
+    embedded.up(stack, print)
+    back = time.monotonic() - down_at
+    wait_terminal(api, "triton", len(docs), 600)
+    final = states(api, "triton")
+    failed = {d: r.get("reason") for d, r in final.items() if r["state"] != "indexed"}
+    record(
+        case="4. Triton killed",
+        done=f"kill, search, {len(docs)} uploads while down, restart",
+        lost=len(failed),
+        errors=f"/ready 503 after {noticed:.1f} s; search {search.status_code}",
+        latency=f"search while down {took * 1000:.0f} ms",
+        recovery=f"Triton back {back:.0f} s after the kill; all indexed after",
+    )
+    assert search.status_code == 503 and int(search.headers["retry-after"]) > 0, search.text
+    assert all(r["state"] != "failed" for r in waiting.values())
+    assert failed == {}
+    assert api.get("/ready").status_code == 200
+
+
+def test_a_hanging_llm_is_504_after_the_first_token_timeout(
+    api: httpx.Client, stack: Settings, record: Callable[..., None]
+) -> None:
+    upload_all(api, "hang", [("cafe.txt", b"The cafeteria opens at 7:30 and closes at 15:00.")])
+    wait_terminal(api, "hang", 1, 120)
+    question = "When does the cafeteria open?"
+    # Search once so the question's embedding is cached: then only the LLM needs Triton.
+    api.post("/v1/collections/hang/search", json={"query": question}).raise_for_status()
+    pid = embedded.running_pid(part(stack, "triton"), stack)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # connections open, nothing answers: a hung server
+    try:
+        response, took = _timed(
+            lambda: api.post("/v1/collections/hang/ask", json={"question": question})
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    answer = api.post("/v1/collections/hang/ask", json={"question": question})
+    record(
+        case="5. the LLM hangs (Triton stopped with SIGSTOP)",
+        done="1 question",
+        lost=0,
+        errors=f"{response.status_code} {response.json()['error']['type']}",
+        latency=f"{took:.1f} s (first-token timeout {Settings().llm_first_token_timeout_s:g} s)",
+        recovery="next question answered" if answer.status_code == 200 else answer.text,
+    )
+    assert response.status_code in (503, 504) and "error" in response.json()
+    assert took < Settings().llm_first_token_timeout_s + 15
+    assert answer.status_code == 200 and answer.json()["citations"], answer.text
