@@ -13,7 +13,7 @@ LLAMA_CPP := llama-cpp-python==0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF  # no multimodal library: text generation only
 
-.PHONY: setup model llm up down status demo test lint unit integration perf clean
+.PHONY: setup model llm up down status demo test lint unit integration reliability perf clean
 
 setup: $(VENV)/.installed $(MODEL) $(LLM)
 
@@ -75,6 +75,11 @@ integration: setup
 
 test: setup lint
 	$(BIN)/pytest -q -rs tests
+
+# The fault cases at the issue's sizes (300 documents, 5 kills); `make test` runs them smaller.
+# Writes perf/results/reliability.{json,md}.
+reliability: setup
+	RELIABILITY_SCALE=full RELIABILITY_RESULTS=perf/results $(BIN)/pytest -q -s tests/reliability
 
 perf: setup
 	$(BIN)/python -m perf.side_by_side

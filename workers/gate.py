@@ -4,8 +4,9 @@ The embedded worker serves the query and ingest lanes from one thread pool (it o
 edge shard), so ingest must leave threads free for searches. When every ingest slot is
 busy the worker stops consuming the ingest lane, and starts again when a slot frees: the
 waiting messages cost nothing while they wait. The consumer's own loop makes the change
-(`call_soon`), so it can lag a message behind; a task that raced past the pause goes back
-to the queue once, quietly.
+(`call_soon`, whose callbacks run in no set order: each one applies the state of the
+moment), so it can lag a message behind; a task that raced past the pause goes back to the
+queue once, quietly.
 
 A redelivered task (its worker died while it ran) runs alone: if it is what kills the
 worker, it is the only ingest task in flight when it does, so only its delivery count grows
@@ -70,8 +71,16 @@ class IngestGate:
         if self._consumer is None or full == self.paused:
             return
         self.paused = full
-        change = self._consumer.cancel_task_queue if full else self._consumer.add_task_queue
-        self._consumer.call_soon(change, self.lane)
+        self._consumer.call_soon(self._apply)
+
+    def _apply(self) -> None:
+        """In the consumer's loop: pause or resume as the gate stands now (both idempotent)."""
+        with self._cond:
+            paused = self.paused
+        if paused:
+            self._consumer.cancel_task_queue(self.lane)
+        else:
+            self._consumer.add_task_queue(self.lane)
 
 
 def bind_step(gate: IngestGate) -> type[bootsteps.StartStopStep]:

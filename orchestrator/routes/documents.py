@@ -31,7 +31,40 @@ DocumentIdPath = Annotated[str, Path(min_length=1, max_length=256)]
 _DOC_ID = re.compile(DOCUMENT_ID_PATTERN)
 
 
-@router.post("/collections/{collection}/documents", status_code=202)
+# The route reads the form itself (streaming, with limits), so FastAPI cannot infer the body.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "txt, md, html, pdf or docx; the type is read "
+                            "from the bytes and must agree with the name's suffix.",
+                        },
+                        "document_id": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": DOCUMENT_ID_PATTERN},
+                            "description": "One per file, in order (default: the file name).",
+                        },
+                        "metadata": {
+                            "type": "string",
+                            "description": "A JSON object of scalar values, for every file.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/collections/{collection}/documents", status_code=202, openapi_extra=_UPLOAD_BODY)
 async def upload_documents(
     request: Request, collection: Collection, services: ServicesDep, tenant: TenantDep
 ) -> UploadResponse:

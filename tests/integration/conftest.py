@@ -33,7 +33,16 @@ def stack_settings(runtime_dir: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = stack_settings(tmp_path_factory.mktemp("stack"))
+    yield from serve(stack_settings(tmp_path_factory.mktemp("stack")))
+
+
+@pytest.fixture(scope="session")
+def api(stack: Settings) -> Iterator[httpx.Client]:
+    yield from client(stack)
+
+
+def serve(settings: Settings) -> Iterator[Settings]:
+    """The stack up for as long as the caller holds it; every part must still run at the end."""
     try:
         embedded.up(settings, print)
         yield settings
@@ -42,10 +51,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         embedded.down(settings, print)
 
 
-@pytest.fixture(scope="session")
-def api(stack: Settings) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.port}", timeout=60) as client:
-        yield client
+def client(settings: Settings) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=60) as http:
+        yield http
 
 
 def wait_job(api: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:

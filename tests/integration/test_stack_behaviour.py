@@ -161,26 +161,44 @@ def client_for(stack: Settings) -> Iterator[object]:
         client.__exit__(None, None, None)
 
 
+def _wait_indexed(app: TestClient, job_id: str, headers: dict[str, str]) -> None:
+    for _ in range(600):
+        if app.get(f"/v1/jobs/{job_id}", headers=headers).json()["state"] == "indexed":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not indexed")
+
+
 def test_tenants_see_only_their_collections(client_for: object) -> None:
     app = client_for(api_keys={"key-a": "alpha", "key-b": "beta"})  # type: ignore[operator]
     a, b = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
-    files = [("files", ("t.txt", b"Alpha team roadmap: ship the tokenizer in March."))]
+    files = a_files = [("files", ("t.txt", b"Alpha team roadmap: ship the tokenizer in March."))]
     assert app.post("/v1/collections/shared/documents", files=files).status_code == 401
     bad = {"Authorization": "Bearer nope"}
     assert app.post("/v1/collections/shared/documents", files=files, headers=bad).status_code == 401
     response = app.post("/v1/collections/shared/documents", files=files, headers=a)
     assert response.status_code == 202
     job_id = response.json()["documents"][0]["job_id"]
-    for _ in range(600):
-        if app.get(f"/v1/jobs/{job_id}", headers=a).json()["state"] == "indexed":
-            break
-        time.sleep(0.1)
+    _wait_indexed(app, job_id, a)
     query = {"query": "roadmap tokenizer", "top_k": 5}
     assert app.post("/v1/collections/shared/search", json=query, headers=a).json()["data"]
     assert app.post("/v1/collections/shared/search", json=query, headers=b).status_code == 404
     assert app.get("/v1/collections/shared/documents", headers=b).json()["total"] == 0
     assert app.get(f"/v1/jobs/{job_id}", headers=b).status_code == 404
     assert app.get("/v1/collections", headers=a).json()["data"] == ["shared"]
+
+    # Tenant B's own "shared": 1,000 probes (A's words among them) never reach A's chunk.
+    files = [("files", ("b.txt", b"Beta team notes: the cafeteria moved to the second floor."))]
+    uploaded = app.post("/v1/collections/shared/documents", files=files, headers=b).json()
+    _wait_indexed(app, uploaded["documents"][0]["job_id"], b)
+    words = [w for _, (_, body) in files + a_files for w in body.decode().split()]
+    seen: set[str] = set()
+    for i in range(1000):
+        probe = " ".join(words[(i * k) % len(words)] for k in (1, 3, 7)) + f" {i}"
+        body = {"query": probe, "top_k": 10}
+        hits = app.post("/v1/collections/shared/search", json=body, headers=b).json()["data"]
+        seen.update(hit["document_id"] for hit in hits)
+    assert seen == {"b.txt"}
 
 
 def test_full_ingest_queue_is_429_with_retry_after(client_for: object) -> None:

@@ -24,6 +24,7 @@ from orchestrator.jobs import scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port
+from tests.integration.conftest import client, serve
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,12 @@ def scale() -> Scale:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     ports = ("redis_port", "triton_http_port", "triton_grpc_port", "triton_metrics_port", "port")
     values: dict[str, Any] = {p: free_port() for p in ports}
-    settings = Settings(runtime_dir=tmp_path_factory.mktemp("reliability"), **values)
-    try:
-        embedded.up(settings, print)
-        yield settings
-    finally:
-        embedded.down(settings, print)
+    yield from serve(Settings(runtime_dir=tmp_path_factory.mktemp("reliability"), **values))
 
 
 @pytest.fixture(scope="session")
 def api(stack: Settings) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{stack.port}", timeout=60) as client:
-        yield client
+    yield from client(stack)
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +130,13 @@ def wait_terminal(api: httpx.Client, collection: str, n: int, timeout_s: float) 
             return time.monotonic() - started
         time.sleep(0.5)
     raise AssertionError(f"{collection}: not all {n} documents finished in {timeout_s} s")
+
+
+def not_indexed(api: httpx.Client, collection: str) -> dict[str, str | None]:
+    """document id -> failure reason (None while unfinished) of each document not indexed."""
+    return {
+        d: r.get("reason") for d, r in states(api, collection).items() if r["state"] != "indexed"
+    }
 
 
 def count_indexed(api: httpx.Client, collection: str) -> int:

@@ -18,6 +18,7 @@ from tests.reliability.conftest import (
     Scale,
     corpus,
     count_indexed,
+    not_indexed,
     part,
     states,
     store_check,
@@ -66,8 +67,7 @@ def test_worker_killed_repeatedly_while_documents_ingest(
     wait_terminal(api, "killed", len(docs), 900)
     elapsed = time.monotonic() - started
 
-    final = states(api, "killed")
-    failed = {d: r.get("reason") for d, r in final.items() if r["state"] != "indexed"}
+    failed = not_indexed(api, "killed")
     check = store_check(stack, "killed", docs)
     record(
         case="1. worker SIGKILLed while documents ingest",
@@ -139,8 +139,7 @@ def test_redis_restarted_mid_ingest_loses_nothing_acknowledged(
     before = count_indexed(api, "redis")
     recovery = _until(lambda: count_indexed(api, "redis") > before, 120)
     wait_terminal(api, "redis", len(docs), 600)
-    final = states(api, "redis")
-    failed = {d: r.get("reason") for d, r in final.items() if r["state"] != "indexed"}
+    failed = not_indexed(api, "redis")
     check = store_check(stack, "redis", docs)
     statuses = sorted({r.status_code for r, _ in seen})
     record(
@@ -171,8 +170,7 @@ def test_triton_killed_search_is_503_and_ingestion_completes_once_it_is_back(
     embedded.up(stack, print)
     back = time.monotonic() - down_at
     wait_terminal(api, "triton", len(docs), 600)
-    final = states(api, "triton")
-    failed = {d: r.get("reason") for d, r in final.items() if r["state"] != "indexed"}
+    failed = not_indexed(api, "triton")
     record(
         case="4. Triton killed",
         done=f"kill, search, {len(docs)} uploads while down, restart",

@@ -19,3 +19,13 @@ def test_other_addresses_need_api_keys(host: str) -> None:
 def test_api_keys_come_from_json_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITONRAG_API_KEYS", '{"k1": "alpha", "k2": "beta"}')
     assert Settings().api_keys == {"k1": "alpha", "k2": "beta"}
+
+
+def test_the_upload_body_is_in_the_openapi_document() -> None:
+    from orchestrator.main import create_app
+
+    spec = create_app(Settings()).openapi()
+    body = spec["paths"]["/v1/collections/{collection}/documents"]["post"]["requestBody"]
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert schema["required"] == ["files"]
+    assert schema["properties"]["files"]["items"]["format"] == "binary"

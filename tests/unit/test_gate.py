@@ -10,11 +10,22 @@ from workers.gate import IngestGate
 
 
 class RecordingConsumer:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
+    """Runs what it is handed at once, or (`defer`) when told to, newest first: kombu's hub
+    keeps its callbacks in a set, in no order."""
 
-    def call_soon(self, change: Any, lane: str) -> None:
-        change(lane)
+    def __init__(self, defer: bool = False) -> None:
+        self.calls: list[str] = []
+        self.pending: list[Any] = []
+        self.defer = defer
+
+    def call_soon(self, callback: Any) -> None:
+        self.pending.append(callback)
+        if not self.defer:
+            self.run_pending()
+
+    def run_pending(self) -> None:
+        while self.pending:
+            self.pending.pop()()
 
     def cancel_task_queue(self, lane: str) -> None:
         self.calls.append(f"cancel {lane}")
@@ -23,8 +34,17 @@ class RecordingConsumer:
         self.calls.append(f"add {lane}")
 
 
-def _gate(slots: int) -> tuple[IngestGate, RecordingConsumer]:
-    gate, consumer = IngestGate(slots, "ingest"), RecordingConsumer()
+def test_changes_applied_in_any_order_leave_the_lane_as_the_gate_stands() -> None:
+    gate, consumer = _gate(1, defer=True)
+    assert gate.enter()  # pause requested
+    gate.leave()  # resume requested before the loop ran the pause
+    consumer.run_pending()  # newest first: resume, then pause, each reading the gate now
+    assert consumer.calls == ["add ingest", "add ingest"]
+    assert not gate.paused
+
+
+def _gate(slots: int, defer: bool = False) -> tuple[IngestGate, RecordingConsumer]:
+    gate, consumer = IngestGate(slots, "ingest"), RecordingConsumer(defer)
     gate.bind(consumer)
     return gate, consumer
 
