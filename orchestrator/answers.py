@@ -62,8 +62,6 @@ async def check_question(services: Services, q: Question) -> None:
             ErrorCode.TOO_LARGE,
             f"the question has {len(q.question)} characters; the limit is {s.max_question_chars}",
         )
-    if not 1 <= q.top_k <= s.max_top_k:
-        raise TritonRagError(ErrorCode.INVALID_INPUT, f"top_k is 1..{s.max_top_k}, got {q.top_k}")
     await services.require_collection(q.tenant, q.collection)
 
 

@@ -4,12 +4,45 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema
 
 # One definition each, used by the routes' path and form validation.
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 DOCUMENT_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
 FilterValue = str | int | bool
+MAX_TOP_K = 100  # chunks one search or answer may ask for
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]
+# The route answers an empty string 400 (empty input), so the schema says it, not pydantic.
+NonEmptyText = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1})]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(BaseModel):
+    """The one error body (OpenAI-style), whatever the status."""
+
+    error: ErrorDetail
+
+
+# Documented on every /v1 route: the vocabulary of orchestrator/errors.py.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Empty input",
+        401: "Missing or unknown API key",
+        404: "No such collection, document or job for this tenant",
+        413: "Body or text too large",
+        415: "Unsupported or mismatched file type",
+        422: "Invalid input",
+        429: "Overloaded: retry after Retry-After seconds",
+        503: "A dependency is not ready: retry after Retry-After seconds",
+        504: "Upstream timeout",
+    }.items()
+}
 
 
 class UploadedDocument(BaseModel):
@@ -54,7 +87,7 @@ class Job(BaseModel):
 
 class SearchRequest(BaseModel):
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
-    top_k: int = Field(5, ge=1)
+    top_k: TopK = 5
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."
     )
@@ -79,7 +112,15 @@ class SearchResponse(BaseModel):
 class EmbeddingRequest(BaseModel):
     """OpenAI /v1/embeddings; token-id inputs are not supported (we tokenize in Triton)."""
 
-    input: str | list[str]
+    input: (
+        NonEmptyText
+        | Annotated[
+            list[NonEmptyText],
+            WithJsonSchema(
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+            ),
+        ]
+    )
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -106,7 +147,7 @@ class EmbeddingResponse(BaseModel):
 
 class AskRequest(BaseModel):
     question: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
-    top_k: int | None = Field(None, description="Chunks to retrieve (default: answer_top_k).")
+    top_k: TopK | None = Field(None, description="Chunks to retrieve (default: answer_top_k).")
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."
     )
@@ -171,5 +212,5 @@ class ChatRequest(BaseModel):
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
     stream_options: dict[str, Any] | None = None
-    top_k: int | None = None
+    top_k: TopK | None = None
     filters: dict[str, FilterValue] = Field(default_factory=dict)

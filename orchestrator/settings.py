@@ -118,7 +118,6 @@ class Settings(BaseSettings):
         description="Search tasks one API process keeps on the query lane; more wait and "
         "go together in the next one.",
     )
-    max_top_k: int = Field(100, description="Largest top_k a search may ask for.")
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."
     )

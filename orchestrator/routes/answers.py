@@ -14,9 +14,9 @@ from orchestrator.answers import Question, answer_events, check_question
 from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import TritonRagError
 from orchestrator.routes.documents import Collection
-from orchestrator.schemas import AskRequest, AskResponse
+from orchestrator.schemas import ERROR_RESPONSES, AskRequest, AskResponse
 
-router = APIRouter(prefix="/v1", tags=["answers"])
+router = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
 
 
 @router.post("/collections/{collection}/ask", response_model=None)

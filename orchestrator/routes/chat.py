@@ -18,9 +18,9 @@ from orchestrator.clients.chat_template import Message
 from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import collections_key
-from orchestrator.schemas import ChatMessage, ChatRequest
+from orchestrator.schemas import ERROR_RESPONSES, ChatMessage, ChatRequest
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 
 
 @router.get("/models")

@@ -19,13 +19,14 @@ from orchestrator.pipeline.parse import sniff
 from orchestrator.schemas import (
     COLLECTION_PATTERN,
     DOCUMENT_ID_PATTERN,
+    ERROR_RESPONSES,
     DocumentPage,
     UploadedDocument,
     UploadResponse,
 )
 from workers.celery_app import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
 
-router = APIRouter(prefix="/v1", tags=["documents"])
+router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
 Collection = Annotated[str, Path(pattern=COLLECTION_PATTERN)]
 DocumentIdPath = Annotated[str, Path(min_length=1, max_length=256)]
 _DOC_ID = re.compile(DOCUMENT_ID_PATTERN)
@@ -44,6 +45,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
                             "description": "txt, md, html, pdf or docx; the type is read "
                             "from the bytes and must agree with the name's suffix.",
                         },

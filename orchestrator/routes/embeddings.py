@@ -10,9 +10,15 @@ from fastapi import APIRouter
 from orchestrator.clients.triton import Priority
 from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.schemas import EmbeddingItem, EmbeddingRequest, EmbeddingResponse, Usage
+from orchestrator.schemas import (
+    ERROR_RESPONSES,
+    EmbeddingItem,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Usage,
+)
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 MAX_INPUTS = 2048
 
 

@@ -70,7 +70,10 @@ async def llm_ready(services: Services) -> bool:
     return await openai_ready(settings)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -13,9 +13,9 @@ from sse_starlette import EventSourceResponse
 from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, JobStore
-from orchestrator.schemas import Job
+from orchestrator.schemas import ERROR_RESPONSES, Job
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERROR_RESPONSES)
 POLL_S = 0.25
 STREAM_LIMIT_S = 3600.0
 

@@ -8,20 +8,15 @@ from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import scoped
 from orchestrator.routes.documents import Collection
-from orchestrator.schemas import SearchHit, SearchRequest, SearchResponse
+from orchestrator.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], responses=ERROR_RESPONSES)
 
 
 @router.post("/collections/{collection}/search")
 async def search_collection(
     collection: Collection, body: SearchRequest, services: ServicesDep, tenant: TenantDep
 ) -> SearchResponse:
-    settings = services.settings
-    if body.top_k > settings.max_top_k:
-        raise TritonRagError(
-            ErrorCode.INVALID_INPUT, f"top_k is at most {settings.max_top_k}, got {body.top_k}"
-        )
     if not body.query.strip():
         raise TritonRagError(ErrorCode.EMPTY_INPUT, "query is blank")
     await services.require_collection(tenant, collection)
