@@ -27,7 +27,7 @@ from orchestrator.clients.llm import Sampling, TritonLLM
 from orchestrator.pipeline import generate
 from orchestrator.settings import Settings
 from perf.answer_quality import CASES, documents
-from perf.common import RESULTS, own_stack
+from perf.common import own_stack, save_results
 
 TARGET_MS = 30.0
 COLD = generate.Prompt([{"role": "user", "content": "Hello."}], [], 0)
@@ -151,10 +151,7 @@ def report(r: dict[str, Any]) -> str:
 def main() -> None:
     with own_stack(answer_cache_ttl_s=0) as settings:
         results = run(settings)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "answer_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "answer_latency.md").write_text(report(results))
-    print(report(results))
+    save_results("answer_latency", results, report(results))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from orchestrator.encoder import OnnxEncoder
 from orchestrator.pipeline import generate
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
-from perf.common import RESULTS
+from perf.common import save_results
 
 MODULES = ["heapq", "calendar", "tempfile", "uuid", "zlib", "secrets", "difflib", "base64"]
 MODULES += ["textwrap", "shutil"]
@@ -263,10 +262,7 @@ def main() -> None:
     settings = Settings()
     retriever = Retriever(settings, documents())
     results = [evaluate(name, settings, retriever) for name in MODELS]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "answer_quality.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "answer_quality.md").write_text(report(results))
-    print(report(results))
+    save_results("answer_quality", results, report(results))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,14 @@ from orchestrator.tritonserver import free_port
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def save_results(name: str, results: Any, markdown: str, folder: Path = RESULTS) -> None:
+    """`name`.json (machine-readable) and `name`.md (the table) in `folder`; prints the table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
 def perf_analyzer_env() -> dict[str, str]:
     """perf_analyzer links libcudart.so.12, shipped by the nvidia-cuda-runtime-cu12 wheel."""
     import nvidia.cuda_runtime

@@ -17,7 +17,6 @@ perf/results/ingest_search.{json,md}.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
@@ -36,7 +35,7 @@ from orchestrator.encoder import Matrix
 from orchestrator.jobs import scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
-from perf.common import RESULTS, own_stack
+from perf.common import own_stack, save_results
 
 DOCS = int(os.environ.get("PERF_DOCS", "60"))
 SECONDS = float(os.environ.get("PERF_SECONDS", "15"))
@@ -167,10 +166,7 @@ def search_latency(url: str, collection: str, queries: list[str], seconds: float
 def main() -> None:
     with own_stack() as settings:
         results = run_all(settings)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest_search.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "ingest_search.md").write_text(report(results))
-    print(report(results))
+    save_results("ingest_search", results, report(results))
 
 
 def run_all(settings: Settings) -> dict[str, Any]:

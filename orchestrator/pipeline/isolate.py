@@ -33,8 +33,9 @@ class ParseLimits:
 
 def parse_isolated(data: bytes, doc_type: DocType, limits: ParseLimits) -> str:
     """`extract_text` in a child process; ParseError when it fails, overruns or dies."""
-    receive, send = _forkserver().Pipe(duplex=False)
-    child = _forkserver().Process(
+    context = _forkserver()
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(
         target=_parse_child,
         args=(send, data, doc_type, limits.memory_mb, limits.timeout_s),
         daemon=True,

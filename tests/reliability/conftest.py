@@ -24,6 +24,7 @@ from orchestrator.jobs import scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import free_port
+from perf.common import save_results
 from tests.integration.conftest import client, serve
 
 
@@ -65,8 +66,6 @@ def record(scale: Scale) -> Iterator[Callable[..., None]]:
 
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reliability.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         "| case | done | lost | errors seen | latency | recovery |",
         "|---|---|---|---|---|---|",
@@ -76,7 +75,7 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
             for r in rows
         ),
     ]
-    (out / "reliability.md").write_text("\n".join(lines) + "\n")
+    save_results("reliability", rows, "\n".join(lines) + "\n", out)
 
 
 def part(settings: Settings, name: str) -> embedded.Part:
