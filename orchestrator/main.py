@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -79,11 +80,25 @@ def _add_handlers(app: FastAPI) -> None:
         )
         return _error(TritonRagError(ErrorCode.INVALID_INPUT, where or "invalid request"))
 
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own answers (no such route, wrong method) in the same error body.
+        assert isinstance(exc, StarletteHTTPException)
+        code = next((c for c in ErrorCode if c.status == exc.status_code), None)
+        body = {
+            "error": {
+                "message": str(exc.detail),
+                "type": code.value if code else "invalid_request",
+                "code": exc.status_code,
+            }
+        }
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     async def redis_down(_: Request, exc: Exception) -> JSONResponse:
         return _error(TritonRagError(ErrorCode.NOT_READY, f"Redis is unavailable: {exc}", 5))
 
     app.add_exception_handler(TritonRagError, rag_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     for kind in (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError):
         app.add_exception_handler(kind, redis_down)
 

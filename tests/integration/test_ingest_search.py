@@ -232,3 +232,10 @@ def test_chunked_upload_over_the_limit_is_413_while_streaming(
     )
     assert response.status_code == 413
     assert api.get("/v1/collections/big/documents").json()["total"] == 0
+
+
+def test_an_unknown_route_answers_in_the_one_error_body(api: httpx.Client) -> None:
+    response = api.get("/v1/no-such-route")
+    assert response.status_code == 404
+    assert response.json()["error"] == {"message": "Not Found", "type": "not_found", "code": 404}
+    assert api.put("/v1/embeddings").json()["error"]["code"] == 405

@@ -91,13 +91,14 @@ def test_a_document_that_kills_the_worker_fails_and_the_rest_are_indexed(
     poison = ("poison.pdf", samples.pdf(*(f"Page {i} of a long report." for i in range(1500))))
     others = corpus(8, "bystander")
     jobs = upload_all(api, "poison", [poison, *others])
-    kills = 0
+    kills, killed_at = 0, 0.0
     started = time.monotonic()
     while (job := api.get(f"/v1/jobs/{jobs[0]}").json())["state"] != "failed":
         assert time.monotonic() - started < 300, job
-        if job["state"] == "parsing" and job["deliveries"] > kills:  # parsing, this delivery
+        # Parsing in a delivery after the last kill (the state a killed worker left is stale).
+        if job["state"] == "parsing" and job["updated_at"] > killed_at:
             _kill(stack, "worker")
-            kills += 1
+            kills, killed_at = kills + 1, time.time()
             embedded.up(stack, print)
         time.sleep(0.05)
     wait_terminal(api, "poison", 1 + len(others), 300)
