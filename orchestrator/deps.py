@@ -33,6 +33,7 @@ async def _tenant(request: Request) -> str:
         raise TritonRagError(ErrorCode.UNAUTHORIZED, "missing API key (Authorization: Bearer …)")
     for key, tenant in keys.items():
         if secrets.compare_digest(key.encode(), token.encode()):
+            await request.app.state.limiter.check(key)
             return tenant
     raise TritonRagError(ErrorCode.UNAUTHORIZED, "unknown API key")
 

@@ -15,7 +15,8 @@ from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.admission import Admission, KeyLimiter, lanes
+from orchestrator.errors import ErrorCode, TritonRagError, error_response
 from orchestrator.metrics import Metrics, MetricsMiddleware
 from orchestrator.routes import answers, chat, documents, embeddings, health, jobs, search
 from orchestrator.services import Services
@@ -44,8 +45,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in (r.router for r in routers):
         app.include_router(router)
     app.include_router(health.router)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.limiter = KeyLimiter(settings)
+    # Outermost last: metrics see every answer, 413 and 429 included.
+    app.add_middleware(Admission, lanes=lanes(settings), metrics=metrics)
     app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 1024 * 1024))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_handlers(app)
     return app
 
@@ -63,22 +67,17 @@ def check_bind(settings: Settings) -> None:
         )
 
 
-def _error(exc: TritonRagError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
-    return JSONResponse(exc.body(), status_code=exc.code.status, headers=headers)
-
-
 def _add_handlers(app: FastAPI) -> None:
     async def rag_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, TritonRagError)
-        return _error(exc)
+        return error_response(exc)
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         where = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
-        return _error(TritonRagError(ErrorCode.INVALID_INPUT, where or "invalid request"))
+        return error_response(TritonRagError(ErrorCode.INVALID_INPUT, where or "invalid request"))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         # Starlette's own answers (no such route, wrong method) in the same error body.
@@ -94,7 +93,9 @@ def _add_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     async def redis_down(_: Request, exc: Exception) -> JSONResponse:
-        return _error(TritonRagError(ErrorCode.NOT_READY, f"Redis is unavailable: {exc}", 5))
+        return error_response(
+            TritonRagError(ErrorCode.NOT_READY, f"Redis is unavailable: {exc}", 5)
+        )
 
     app.add_exception_handler(TritonRagError, rag_error)
     app.add_exception_handler(RequestValidationError, invalid)
@@ -120,7 +121,7 @@ class BodyLimit:
             ErrorCode.TOO_LARGE, f"request body is larger than {self.limit} bytes"
         )
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _error(too_large)(scope, receive, send)
+            await error_response(too_large)(scope, receive, send)
             return
         seen = 0
 

@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     ingest_queue_limit: int = Field(
         5000, description="Queued ingest tasks above which uploads answer 429."
     )
+    max_searches: int = Field(
+        64, description="Searches one API process serves at once; more are refused with 429."
+    )
+    max_embeddings: int = Field(
+        64, description="/v1/embeddings requests one API process serves at once; more: 429."
+    )
+    max_answers: int = Field(
+        8, description="Answers (ask, chat) one API process serves at once; more: 429."
+    )
+    rate_limit: str = Field(
+        "100/second",
+        description='Requests per API key (when keys are set), e.g. "100/second" or '
+        '"5000/minute"; "" turns it off. Counted in Redis, so it holds across API replicas.',
+    )
     chunk_tokens: int = Field(
         200, description="Chunk length in model tokens (capped at the model's max length)."
     )

@@ -2,7 +2,8 @@
 into the LLM's context window, build the prompt, map the answer's citations back.
 
 Retrieved text is data: each source sits between <source> tags (a closing tag inside the text
-is defused) and the system prompt says so. The question and the system prompt are never cut;
+is defused, and so is any instruction to the model: pipeline/injection.py) and the system
+prompt says so. The question and the system prompt are never cut;
 sources are, lowest-ranked first, and earlier turns of a chat before sources.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from orchestrator.clients.chat_template import ChatTokenizer, Message
 from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.pipeline.injection import defuse
 
 NO_SOURCES_ANSWER = "The documents in this collection do not cover this question."
 SYSTEM_PROMPT = (
@@ -114,7 +116,7 @@ def relevant(hits: list[dict[str, Any]], min_score: float) -> list[Source]:
 
 
 def render_source(source: Source, text: str | None = None) -> str:
-    body = (source.text if text is None else text).replace("</source", "</ source")
+    body = defuse(source.text if text is None else text).replace("</source", "</ source")
     return f'<source id="{source.number}" document="{source.document_id}">\n{body}\n</source>'
 
 

@@ -196,9 +196,28 @@ def test_tenants_see_only_their_collections(client_for: object) -> None:
     for i in range(1000):
         probe = " ".join(words[(i * k) % len(words)] for k in (1, 3, 7)) + f" {i}"
         body = {"query": probe, "top_k": 10}
-        hits = app.post("/v1/collections/shared/search", json=body, headers=b).json()["data"]
-        seen.update(hit["document_id"] for hit in hits)
+        response = app.post("/v1/collections/shared/search", json=body, headers=b)
+        while response.status_code == 429:  # the per-key rate limit: wait as told
+            time.sleep(int(response.headers["retry-after"]))
+            response = app.post("/v1/collections/shared/search", json=body, headers=b)
+        seen.update(hit["document_id"] for hit in response.json()["data"])
     assert seen == {"b.txt"}
+
+
+def test_a_key_over_its_rate_limit_gets_429_and_others_do_not(client_for: object) -> None:
+    app = client_for(api_keys={"key-c": "gamma", "key-d": "delta"})  # type: ignore[operator]
+    c, d = {"Authorization": "Bearer key-c"}, {"Authorization": "Bearer key-d"}
+    limit = int(Settings().rate_limit.split("/")[0])
+    statuses = [app.get("/v1/collections", headers=c).status_code for _ in range(3 * limit)]
+    assert set(statuses) == {200, 429} and statuses.index(429) >= limit // 2, statuses
+    refused = app.get("/v1/collections", headers=c)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["type"] == "overloaded"
+    wait = int(refused.headers["retry-after"])
+    assert 1 <= wait <= 2
+    assert app.get("/v1/collections", headers=d).status_code == 200  # per key
+    time.sleep(wait + 1)
+    assert app.get("/v1/collections", headers=c).status_code == 200
 
 
 def test_full_ingest_queue_is_429_with_retry_after(client_for: object) -> None:
