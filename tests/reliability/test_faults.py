@@ -4,16 +4,18 @@ is lost, errors are the documented ones, and it comes back by itself."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from orchestrator import stack as embedded
 from orchestrator.settings import Settings
-from perf import overload
+from perf import overload, soak
 from tests import samples
 from tests.reliability.conftest import (
     Scale,
@@ -187,6 +189,46 @@ def test_triton_killed_search_is_503_and_ingestion_completes_once_it_is_back(
     assert api.get("/ready").status_code == 200
 
 
+def test_triton_started_with_a_broken_model_is_503_and_ingestion_completes_once_fixed(
+    api: httpx.Client, stack: Settings, record: Callable[..., None], tmp_path: Path
+) -> None:
+    # The same repository with the served model's graph replaced by garbage.
+    broken = tmp_path / "models"
+    shutil.copytree(stack.model_repository, broken, copy_function=os.symlink)
+    graph = broken / stack.embed_model / "1" / "model.onnx"
+    graph.unlink()
+    graph.write_bytes(b"not an ONNX graph")
+    docs = corpus(10, "broken")
+    _kill(stack, "triton")
+    with pytest.raises(embedded.StackError) as failed:
+        embedded.up(stack.model_copy(update={"model_repository": broken}), print)
+    ready = api.get("/ready")
+    upload_all(api, "broken", docs)
+    search, took = _timed(
+        lambda: api.post("/v1/collections/broken/search", json={"query": "a new question"})
+    )
+    time.sleep(5)
+    waiting = states(api, "broken")
+    fixed_at = time.monotonic()
+    embedded.up(stack, print)
+    wait_terminal(api, "broken", len(docs), 600)
+    failed_docs = not_indexed(api, "broken")
+    record(
+        case="4b. Triton started with a broken model",
+        done=f"start refused, search, {len(docs)} uploads, start with the good model",
+        lost=len(failed_docs),
+        errors=f"`up` failed naming the model; /ready {ready.status_code}; "
+        f"search {search.status_code}",
+        latency=f"search while down {took * 1000:.0f} ms",
+        recovery=f"all indexed {time.monotonic() - fixed_at:.0f} s after the good start",
+    )
+    assert f"'{stack.embed_model}'" in str(failed.value), failed.value
+    assert ready.status_code == 503 and ready.json()["dependencies"]["triton"]["ready"] is False
+    assert search.status_code == 503 and int(search.headers["retry-after"]) > 0, search.text
+    assert all(r["state"] != "failed" for r in waiting.values())
+    assert failed_docs == {}
+
+
 def test_a_hanging_llm_is_504_after_the_first_token_timeout(
     api: httpx.Client, stack: Settings, record: Callable[..., None]
 ) -> None:
@@ -300,3 +342,27 @@ def test_instructions_planted_in_documents_never_reach_the_answers(
         recovery="-",
     )
     assert leaked == [] and foreign == []
+
+
+def test_soak_mixed_load_has_no_unplanned_errors_and_memory_stays_flat(
+    stack: Settings, scale: Scale, record: Callable[..., None]
+) -> None:
+    seconds = 120.0 if scale.name == "ci" else soak.SECONDS
+    results = soak.run_all(stack, seconds)
+    kinds, growth = results["kinds"], results["memory_growth_mb"]
+    drift = {k: v["p99_drift"] for k, v in kinds.items()}
+    record(
+        case="10. soak: ingest, search, embeddings, answers at once",
+        done=f"{seconds:g} s, {sum(k['requests'] for k in kinds.values())} requests, "
+        f"{results['uploads']} uploads",
+        lost=results["uploads"] - results["upload_states"].get("indexed", 0),
+        errors=f"{sum(k['errors'] for k in kinds.values())} unplanned, "
+        f"{sum(k['rejected_429'] for k in kinds.values())} 429",
+        latency="p99 drift "
+        + ", ".join(f"{k} {v:+.0%}" for k, v in drift.items() if v is not None),
+        recovery="RSS growth after warm-up MB: "
+        + ", ".join(f"{k} {v:+.0f}" for k, v in growth.items()),
+    )
+    assert all(k["errors"] == 0 for k in kinds.values()), kinds
+    assert results["upload_states"] == {"indexed": results["uploads"]}, results["upload_states"]
+    assert all(v <= 50 for v in growth.values()), growth

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -55,3 +56,21 @@ async def test_a_failed_request_gives_its_slot_back() -> None:
         assert (await client.post("/s/boom")).status_code == 500
         assert (await client.post("/s/a")).status_code == 200
     assert gate.lanes[0].in_flight == 0
+
+
+async def test_a_lagging_event_loop_refuses_more_than_one_request_per_lane() -> None:
+    gate, release = _gate(limit=10)
+    transport = httpx.ASGITransport(gate)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        held = asyncio.create_task(client.post("/s/a"))  # starts the lag probe
+        await asyncio.sleep(0.05)
+        time.sleep(0.08)  # the loop is held: more work than CPU
+        await asyncio.sleep(0.001)  # the probe wakes up late and says so
+        refused = await client.post("/s/a")
+        assert refused.status_code == 429, refused.text
+        assert "busy" in refused.json()["error"]["message"]
+        await asyncio.sleep(0.05)  # the loop keeps up again
+        admitted = asyncio.create_task(client.post("/s/a"))
+        await asyncio.sleep(0.02)
+        release.set()
+        assert (await held).status_code == 200 and (await admitted).status_code == 200
