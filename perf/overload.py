@@ -254,7 +254,8 @@ def report(r: dict[str, Any]) -> str:
         f"# Overload at {OVERLOAD:g}x capacity ({r['seconds']:g} s per phase, shipped defaults)",
         "",
         "| lane | capacity req/s (p99 ms) | offered req/s | served req/s | refused | 429 p50 / p99 "
-        "ms (p99 after 1 s) | accepted p99 ms (/ capacity p99) | other errors | recovery s | generator CPU |",
+        "ms (p99 after 1 s) | accepted p99 ms (/ capacity p99) | other errors | recovery s "
+        "| generator CPU |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for lane in ("search", "embeddings"):
