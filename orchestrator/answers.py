@@ -29,12 +29,13 @@ from orchestrator.jobs import (
     cancel_key,
     scoped,
 )
+from orchestrator.metrics import CACHE
 from orchestrator.pipeline import generate
 from orchestrator.services import Services
 from workers.celery_app import ANSWER, LLM
 
 XREAD_BLOCK_S = 5.0
-CACHE_VERSION = 1  # bump when the prompt changes: cached answers of the old prompt are ignored
+CACHE_VERSION = 2  # bump when the prompt changes: cached answers of the old prompt are ignored
 Event = dict[str, Any]
 
 
@@ -69,7 +70,10 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
     """`token`* then `citations` then `done`; see the module docstring for errors."""
     start = time.perf_counter()
     key = _cache_key(services, q)
-    if services.settings.answer_cache_ttl_s and (cached := await services.redis.get(key)):
+    cached = await services.redis.get(key) if services.settings.answer_cache_ttl_s else None
+    if services.settings.answer_cache_ttl_s:
+        CACHE.labels("answer", "hit" if cached else "miss").inc()
+    if cached:
         record = json.loads(cached)
         yield {"type": "token", "text": record["answer"]}
         yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}

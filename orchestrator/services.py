@@ -19,6 +19,7 @@ from orchestrator.batcher import SearchBatcher
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobStore, collections_key, query_cache_key, reply_key
+from orchestrator.metrics import CACHE
 from orchestrator.settings import Settings
 from workers.celery_app import ROUTES, SEARCH, create_celery
 
@@ -89,8 +90,10 @@ class Services:
         if ttl:
             cached = await self.redis.get(key)
             if isinstance(cached, bytes):
+                CACHE.labels("query_embedding", "hit").inc()
                 cached_row: list[float] = np.frombuffer(cached, np.float32).tolist()
                 return cached_row
+            CACHE.labels("query_embedding", "miss").inc()
         result = await self.embedder.embed([text], priority=Priority.QUERY)
         row = np.ascontiguousarray(result.embeddings[0], dtype=np.float32)
         if ttl:

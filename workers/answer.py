@@ -19,6 +19,12 @@ from orchestrator.clients.chat_template import Message
 from orchestrator.clients.llm import LLM, Sampling, open_llm
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobStore, answer_key, cancel_key
+from orchestrator.metrics import (
+    LLM_ANSWERS,
+    LLM_FIRST_TOKEN_SECONDS,
+    LLM_TOKENS,
+    LLM_TOKENS_PER_SECOND,
+)
 from orchestrator.pipeline.generate import Source, build_prompt
 from orchestrator.settings import Settings
 from workers import celery_app as lanes
@@ -93,10 +99,13 @@ async def generate(
         )
         async with asyncio.timeout(s.llm_timeout_s):
             usage = await _relay(rt, request_id, prompt.messages, emit)
+        LLM_ANSWERS.labels("cancelled" if usage["cancelled"] else "completed").inc()
         await emit({"type": "done", **usage})
     except TritonRagError as exc:
+        LLM_ANSWERS.labels("error").inc()
         await emit({"type": "error", **exc.body()})
     except TimeoutError:
+        LLM_ANSWERS.labels("timeout").inc()
         error = TritonRagError(
             ErrorCode.UPSTREAM_TIMEOUT, f"the answer took longer than {s.llm_timeout_s:g}s"
         )
@@ -127,6 +136,13 @@ async def _relay(
                 completion, prompt_tokens = delta.completion_tokens, delta.prompt_tokens
     finally:
         await stream.aclose()  # cancels the generation upstream when we stop early
+    end = time.perf_counter()
+    if first is not None:
+        LLM_FIRST_TOKEN_SECONDS.observe(first - start)
+        if completion > 1 and end > first:
+            LLM_TOKENS_PER_SECOND.observe((completion - 1) / (end - first))
+    LLM_TOKENS.labels("prompt").inc(prompt_tokens or 0)
+    LLM_TOKENS.labels("completion").inc(completion)
     return {
         "cancelled": cancelled,
         "prompt_tokens": prompt_tokens,

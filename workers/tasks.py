@@ -13,6 +13,7 @@ from celery.signals import task_postrun, task_received, worker_ready, worker_shu
 
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, reply_key, scoped
+from orchestrator.metrics import STORE_SEARCH_SECONDS, TASKS
 from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
 from workers import liveness
@@ -55,9 +56,12 @@ def _gated(task: Task, job_id: str) -> str:
 
 def _ingest(rt: WorkerRuntime, job_id: str) -> str:
     deliveries = rt.jobs.count_delivery(job_id)
+    if deliveries > 1:
+        TASKS.labels("ingest", "redelivered").inc()
     if deliveries > rt.settings.max_deliveries:
         # Redelivered after a worker died on it this many times: stop the loop here.
         reason = f"gave up after {deliveries - 1} deliveries: a worker died processing it"
+        TASKS.labels("ingest", "failed").inc()
         return index.fail(rt.index, job_id, reason).value
     try:
         state = index.ingest(rt.index, job_id)
@@ -66,7 +70,9 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
     except Exception as exc:
         # Unexpected (a bug, the store down past retries): the job must not hang mid-way.
         index.fail(rt.index, job_id, f"{type(exc).__name__}: {exc}")
+        TASKS.labels("ingest", "failed").inc()
         raise
+    TASKS.labels("ingest", "succeeded" if state is JobState.INDEXED else "failed").inc()
     job = rt.jobs.job(job_id)
     if state is JobState.INDEXED and job is not None:  # a new version: answers on the old go
         rt.jobs.forget_answers(scoped(job["tenant"], job["collection"]), job["document_id"])
@@ -77,17 +83,12 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
 def search(request_id: str, queries: list[dict[str, Any]]) -> None:
     """A batch of searches (orchestrator/batcher.py): one answer or error per query."""
     store = runtime().store
-    _answer(
-        request_id,
-        lambda: [
-            _one(
-                lambda q=q: retrieve.search(
-                    store, q["collection"], q["vector"], q["top_k"], q["filters"]
-                )
-            )
-            for q in queries
-        ],
-    )
+
+    def one(q: dict[str, Any]) -> Any:
+        with STORE_SEARCH_SECONDS.time():
+            return retrieve.search(store, q["collection"], q["vector"], q["top_k"], q["filters"])
+
+    _answer(request_id, lambda: [_one(lambda q=q: one(q)) for q in queries])
 
 
 @app.task(name=lanes.DELETE_DOCUMENT)
@@ -156,9 +157,12 @@ def _hold(request: Any = None, **_: Any) -> None:
 
 
 @task_postrun.connect
-def _release(task: Any = None, **_: Any) -> None:
+def _release(task: Any = None, state: str | None = None, **_: Any) -> None:
     if tag := _delivery_tag(task):
         liveness.release(app, tag)
+    if task is not None and task.name != lanes.INGEST_DOCUMENT:  # ingest counts its own
+        name = task.name.removeprefix("tritonrag.")
+        TASKS.labels(name, "succeeded" if state == "SUCCESS" else "failed").inc()
 
 
 # The llm lane's task lives in its own module; importing it registers it with the app.

@@ -4,6 +4,7 @@ mapped to the project's vocabulary."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.encoder import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.metrics import TRITON_SECONDS
 from orchestrator.settings import Settings
 
 
@@ -108,12 +110,15 @@ class TritonEmbedder:
         outputs = [
             grpcclient.InferRequestedOutput(n) for n in ("embedding", "token_count", "variant")
         ]
+        start = time.perf_counter()
         try:
             result = await self._client.infer(
                 model, [tensor], outputs=outputs, priority=int(priority), client_timeout=timeout
             )
         except InferenceServerException as exc:
             raise map_error(exc, model) from exc
+        finally:
+            TRITON_SECONDS.labels(model, priority.name.lower()).observe(time.perf_counter() - start)
         counts = result.as_numpy("token_count")
         variant = result.as_numpy("variant")
         assert counts is not None and variant is not None

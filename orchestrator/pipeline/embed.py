@@ -17,6 +17,7 @@ from tenacity import (
 
 from orchestrator.encoder import Matrix
 from orchestrator.errors import RETRYABLE, ErrorCode, TritonRagError
+from orchestrator.metrics import TASKS
 
 
 class Embedder(Protocol):
@@ -46,6 +47,7 @@ def retrying(attempts: int, outage_s: float = 0) -> Retrying:
         retry=retry_if_exception(transient),
         stop=stop,
         wait=wait_exponential_jitter(multiplier=0.5, max=8.0),
+        before_sleep=lambda _: TASKS.labels("ingest", "retried").inc(),
         reraise=True,
     )
 

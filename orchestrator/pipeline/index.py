@@ -8,7 +8,9 @@ document no longer produces are deleted at the end.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from orchestrator.clients.vectors import VectorPoint, VectorStore
 from orchestrator.encoder import Matrix
 from orchestrator.errors import TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped
+from orchestrator.metrics import CHUNKS, INGEST_STAGE_SECONDS
 from orchestrator.pipeline.chunk import Chunk, Chunker
 from orchestrator.pipeline.embed import Embedder, embed_batches, retrying
 from orchestrator.pipeline.parse import DocType, ParseError, sniff
@@ -51,8 +54,10 @@ def ingest(ctx: IndexContext, job_id: str) -> JobState:
         data = ctx.jobs.blob(job_id)
         if data is None:
             raise ParseError("the uploaded bytes expired before the job ran")
-        text = ctx.parse(data, sniff(data, job["filename"]))
-        chunks = ctx.chunker.split(text)
+        with _stage("parse"):
+            text = ctx.parse(data, sniff(data, job["filename"]))
+        with _stage("chunk"):
+            chunks = ctx.chunker.split(text)
         _index_chunks(ctx, job, chunks, metadata)
     except TritonRagError as exc:  # bad document, or Triton still failing after retries
         return _fail(ctx, job, exc.message)
@@ -77,6 +82,7 @@ def _index_chunks(
     ids = [c.point_id(name, document_id) for c in chunks]
     existing = _with_retry(ctx, ctx.store.document_ids, name, document_id)
     todo = [(c, i) for c, i in zip(chunks, ids, strict=True) if i not in existing]
+    CHUNKS.labels("reused").inc(len(chunks) - len(todo))
     ctx.jobs.update_job(
         job_id,
         state=JobState.EMBEDDING,
@@ -92,18 +98,31 @@ def _index_chunks(
             for (chunk, pid), row in zip(part, rows, strict=True)
         ]
         ctx.jobs.update_job(job_id, state=JobState.INDEXING)
-        _with_retry(ctx, ctx.store.upsert, name, rows.shape[1], points)
+        with _stage("upsert"):
+            _with_retry(ctx, ctx.store.upsert, name, rows.shape[1], points)
+        CHUNKS.labels("embedded").inc(len(points))
         ctx.jobs.add_count(job_id, "chunks_embedded", len(points))
         ctx.jobs.update_job(job_id, state=JobState.EMBEDDING)
 
-    embed_batches(
-        ctx.embed, [c.text for c, _ in todo], ctx.batch, ctx.attempts, on_batch, ctx.outage_s
-    )
+    def embed(texts: list[str]) -> Matrix:
+        with _stage("embed"):
+            return ctx.embed(texts)
+
+    embed_batches(embed, [c.text for c, _ in todo], ctx.batch, ctx.attempts, on_batch, ctx.outage_s)
     ctx.jobs.update_job(job_id, state=JobState.INDEXING)
     _check_current(ctx, job)
     stale = _with_retry(ctx, ctx.store.document_ids, name, document_id) - set(ids)
     _with_retry(ctx, ctx.store.delete, name, sorted(stale))
     ctx.jobs.update_job(job_id, chunks_removed=len(stale))
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        INGEST_STAGE_SECONDS.labels(name).observe(time.perf_counter() - start)
 
 
 def _payload(job: dict[str, Any], chunk: Chunk, metadata: dict[str, Any]) -> dict[str, Any]:
