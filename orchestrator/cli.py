@@ -118,6 +118,12 @@ def up() -> None:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"ready: http://{settings.host}:{settings.port} (logs in {settings.runtime_dir})")
+    from orchestrator import prometheus
+
+    if prometheus.binary():
+        console.print(f"metrics: {prometheus.url(settings)} (look with `tritonrag top`)")
+    else:
+        console.print("no Prometheus here (apt-get install prometheus): running unmonitored")
 
 
 @app.command()
@@ -138,6 +144,49 @@ def status() -> None:
     for name, state in stack.status(Settings()).items():
         table.add_row(name, str(state["pid"] or "-"), str(state["ready"]))
     console.print(table)
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(help="seconds between refreshes")] = 2.0,
+    once: Annotated[bool, typer.Option(help="print one snapshot and exit")] = False,
+    url: Annotated[str | None, typer.Option(help="Prometheus URL")] = None,
+) -> None:
+    """Live view of the dashboards' key panels (Triton, pipeline, API, LLM) from Prometheus."""
+    import time
+
+    import httpx
+    from rich.live import Live
+
+    from orchestrator import prometheus
+    from orchestrator.top import render
+
+    base = url or prometheus.url(Settings())
+    with httpx.Client(base_url=base, timeout=10) as client:
+        try:
+            view = render(client)
+        except httpx.HTTPError as exc:
+            console.print(f"[red]no Prometheus at {base}: {exc}[/red] (is the stack up?)")
+            raise typer.Exit(1) from exc
+        if once:
+            console.print(view)
+            return
+        with Live(view, console=console, screen=True, auto_refresh=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(render(client), refresh=True)
+            except KeyboardInterrupt:
+                pass
+
+
+@app.command()
+def dashboards() -> None:
+    """Write grafana/dashboards/*.json from orchestrator/dashboards.py (needs the dev extras)."""
+    from orchestrator.dashboards import write
+
+    for path in write():
+        console.print(f"wrote {path}")
 
 
 @app.command()

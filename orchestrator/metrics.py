@@ -61,8 +61,18 @@ LLM_TOKENS = Counter("tritonrag_llm_tokens", "Tokens the LLM read or wrote.", ["
 LLM_ANSWERS = Counter(
     "tritonrag_llm_answers", "Answers the llm lane generated, by outcome.", ["outcome"]
 )
+# Every label set exists from the start (at 0), so a rate over it is 0, not "no data".
 for _outcome in ("completed", "cancelled", "error", "timeout"):
     LLM_ANSWERS.labels(_outcome)
+for _outcome in ("succeeded", "failed", "retried", "redelivered"):
+    TASKS.labels("ingest", _outcome)
+for _cache in ("query_embedding", "answer"):
+    for _result in ("hit", "miss"):
+        CACHE.labels(_cache, _result)
+for _kind in ("embedded", "reused"):
+    CHUNKS.labels(_kind)
+for _kind in ("prompt", "completion"):
+    LLM_TOKENS.labels(_kind)
 
 
 class Metrics:
@@ -101,6 +111,12 @@ class Metrics:
             "tritonrag_lane_oldest_age_seconds",
             "Age of the oldest task waiting on each lane; 0 when none waits.",
             ["lane"],
+            registry=self.registry,
+        )
+        self.dependency_ready = Gauge(
+            "tritonrag_dependency_ready",
+            "1 when a dependency answers its readiness check at scrape time, else 0.",
+            ["dependency"],
             registry=self.registry,
         )
         self.unacked = Gauge(

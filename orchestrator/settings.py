@@ -11,6 +11,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Every port the embedded stack binds: tests and benchmarks choose free ones for all of them.
+PORT_FIELDS = (
+    "redis_port",
+    "triton_http_port",
+    "triton_grpc_port",
+    "triton_metrics_port",
+    "port",
+    "worker_metrics_port",
+    "llm_worker_metrics_port",
+    "prometheus_port",
+)
+
+
 class Settings(BaseSettings):
     """Runtime configuration, read once at startup and passed down."""
 
@@ -134,6 +147,17 @@ class Settings(BaseSettings):
     )
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."
+    )
+    # --- monitoring ---
+    worker_metrics_port: int = Field(
+        9101, description="Port of a worker's Prometheus metrics (the embedded ingest/query one)."
+    )
+    llm_worker_metrics_port: int = Field(
+        9102, description="Port of the embedded llm-lane worker's Prometheus metrics."
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address workers serve their metrics on.")
+    prometheus_port: int = Field(
+        9090, description="Port of the embedded Prometheus (`tritonrag up` starts it)."
     )
     # --- answers: the LLM and the answer pipeline (issue 7) ---
     llm_backend: Literal["triton", "openai"] = Field(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.repository import published
-from orchestrator import tritonserver
+from orchestrator import prometheus, tritonserver
 from orchestrator.jobs import JobStore, reply_key
 from orchestrator.settings import Settings
 from workers.celery_app import INGEST, LLM, QUERY
@@ -118,7 +118,7 @@ def parts(settings: Settings) -> list[Part]:
                 "threads",
                 settings.llm_concurrency,
             ),
-            env,
+            env | {"TRITONRAG_WORKER_METRICS_PORT": str(settings.llm_worker_metrics_port)},
             lambda: ping_worker(settings, queue=LLM),
             "tritonrag-llm-",
         ),
@@ -141,6 +141,16 @@ def parts(settings: Settings) -> list[Part]:
             "orchestrator.main",
         ),
     ]
+    if executable := prometheus.binary():
+        result.append(
+            Part(
+                "prometheus",
+                prometheus.command(settings, executable),
+                env,
+                lambda: prometheus.ready(settings),
+                str(settings.runtime_dir / "prometheus"),
+            )
+        )
     return result
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.settings import Settings
+from orchestrator.settings import PORT_FIELDS, Settings
 from orchestrator.tritonserver import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,11 +93,8 @@ def own_stack(**overrides: Any) -> Iterator[Settings]:
     from orchestrator import stack as embedded
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            runtime_dir=Path(tmp), redis_port=free_port(), port=free_port(),
-            triton_http_port=free_port(), triton_grpc_port=free_port(),
-            triton_metrics_port=free_port(), **overrides,
-        )  # fmt: skip
+        ports = {p: free_port() for p in PORT_FIELDS}
+        settings = Settings(runtime_dir=Path(tmp), **(ports | overrides))
         embedded.up(settings, print)
         try:
             yield settings

@@ -8,7 +8,11 @@ its thread count bounds how many answers generate at once.
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu.entity import Queue
 
 from orchestrator.settings import Settings
@@ -24,6 +28,11 @@ DELETE_DOCUMENT = "tritonrag.delete_document"
 DROP_COLLECTION = "tritonrag.drop_collection"
 PING = "tritonrag.ping"
 ANSWER = "tritonrag.answer"
+
+SENT_AT = "tritonrag_sent_at"  # message header: when it was published (lane age metrics)
+# kombu's Redis transport keeps a lane's priority levels in these lists.
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
 
 ROUTES = {
     INGEST_DOCUMENT: INGEST,
@@ -62,6 +71,16 @@ def create_celery(settings: Settings) -> Celery:
         },
     )
     return app
+
+
+def lane_keys(lane: str) -> list[str]:
+    return [lane if p == 0 else f"{lane}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
+
+
+@before_task_publish.connect
+def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None:
+        headers.setdefault(SENT_AT, time.time())
 
 
 # The worker's app (`celery -A workers.tasks worker`); settings come from TRITONRAG_* env.

@@ -16,7 +16,7 @@ from orchestrator.jobs import JobState, reply_key, scoped
 from orchestrator.metrics import STORE_SEARCH_SECONDS, TASKS
 from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
-from workers import liveness
+from workers import liveness, metrics
 from workers.celery_app import app
 from workers.gate import IngestGate, bind_step
 from workers.runtime import WorkerRuntime, close, runtime
@@ -142,6 +142,7 @@ def _close_stores(**_: Any) -> None:
 @worker_ready.connect
 def _start_liveness(**_: Any) -> None:
     liveness.start(app)  # a fresh worker restores what dead ones held
+    metrics.serve(lanes.settings)
 
 
 def _delivery_tag(task: Any) -> str | None:

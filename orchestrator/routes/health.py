@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import redis.exceptions
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from orchestrator.deps import ServicesDep
 from orchestrator.errors import TritonRagError
+from orchestrator.metrics import Metrics
 from orchestrator.services import Services
-from workers.celery_app import LLM, PING
+from workers.celery_app import LANES, LLM, PING, SENT_AT, lane_keys
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0
@@ -74,6 +78,42 @@ async def llm_ready(services: Services) -> bool:
     "/metrics",
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def metrics(request: Request) -> Response:
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    """This app's HTTP metrics, what its clients recorded, and the lanes' backlog."""
+    own: Metrics = request.app.state.metrics
+    checks: dict[str, Callable[[], Awaitable[Any]]] = {
+        "redis": services.redis.ping,
+        "triton": services.embedder.ready,
+        "llm": lambda: llm_ready(services),
+    }
+    for name, check in checks.items():
+        own.dependency_ready.labels(name).set(1 if (await _probe(check))["ready"] else 0)
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        await _lanes(services, own)  # Redis away: the rest is still worth scraping
+    body = generate_latest(own.registry) + generate_latest(REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def _lanes(services: Services, metrics: Metrics) -> None:
+    now = time.time()
+    for lane in LANES:
+        keys = lane_keys(lane)
+        async with services.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.llen(key)
+                pipe.lindex(key, -1)  # kombu pushes left and pops right: the oldest
+            replies = await pipe.execute()
+        depth = sum(int(n) for n in replies[0::2])
+        sent = [_sent_at(raw) for raw in replies[1::2] if raw]
+        oldest = min((t for t in sent if t is not None), default=None)
+        metrics.lane_depth.labels(lane).set(depth)
+        metrics.lane_age.labels(lane).set(max(0.0, now - oldest) if oldest else 0.0)
+    metrics.unacked.set(await services.redis.hlen("unacked"))
+
+
+def _sent_at(raw: bytes) -> float | None:
+    try:
+        value = json.loads(raw)["headers"].get(SENT_AT)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None

@@ -12,18 +12,14 @@ import httpx
 import pytest
 
 from orchestrator import stack as embedded
-from orchestrator.settings import Settings
+from orchestrator.settings import PORT_FIELDS, Settings
 from orchestrator.tritonserver import free_port
 
 
 def stack_settings(runtime_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "runtime_dir": runtime_dir,
-        "redis_port": free_port(),
-        "triton_http_port": free_port(),
-        "triton_grpc_port": free_port(),
-        "triton_metrics_port": free_port(),
-        "port": free_port(),
+        **{port: free_port() for port in PORT_FIELDS},
         "worker_concurrency": 4,
         "chunk_tokens": 64,
         "chunk_overlap": 8,

@@ -22,7 +22,7 @@ from orchestrator import stack as embedded
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.jobs import scoped
 from orchestrator.pipeline.chunk import Chunker
-from orchestrator.settings import Settings
+from orchestrator.settings import PORT_FIELDS, Settings
 from orchestrator.tritonserver import free_port
 from perf.common import save_results
 from tests.integration.conftest import client, serve
@@ -45,8 +45,7 @@ def scale() -> Scale:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    ports = ("redis_port", "triton_http_port", "triton_grpc_port", "triton_metrics_port", "port")
-    values: dict[str, Any] = {p: free_port() for p in ports}
+    values: dict[str, Any] = {p: free_port() for p in PORT_FIELDS}
     yield from serve(Settings(runtime_dir=tmp_path_factory.mktemp("reliability"), **values))
 
 
