@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 
 import httpx
-from rich.console import Group
 from rich.table import Table
 
 from orchestrator.dashboards import DASHBOARDS, RATE, Panel
@@ -35,24 +34,22 @@ def legend(template: str, labels: dict[str, str]) -> str:
 
 
 def snapshot(client: httpx.Client, panels: list[Panel]) -> list[Row]:
-    """One instant query per panel query; one row per series (or one 'no data' row)."""
+    """One instant query per panel query; one row per series that is not zero while others
+    are (an idle model's 0/s is noise on a terminal), or one 'no data' row."""
     rows: list[Row] = []
     for panel in panels:
-        found = False
+        mine: list[Row] = []
         for query in panel.queries:
             expr = query.expr.replace(RATE, WINDOW)
             response = client.get("/api/v1/query", params={"query": expr})
             response.raise_for_status()
             for series in response.json()["data"]["result"]:
                 value = float(series["value"][1])
-                if value != value:  # NaN: a ratio of nothing over nothing
-                    continue
-                found = True
-                rows.append(
-                    Row(panel.title, legend(query.legend, series["metric"]), value, panel.unit)
-                )
-        if not found:
-            rows.append(Row(panel.title, "-", None, panel.unit))
+                if value == value:  # not NaN (a ratio of nothing over nothing)
+                    name = legend(query.legend, series["metric"])
+                    mine.append(Row(panel.title, name, value, panel.unit))
+        busy = [r for r in mine if r.value]
+        rows += busy or mine[:1] or [Row(panel.title, "-", None, panel.unit)]
     return rows
 
 
@@ -76,13 +73,14 @@ def top_panels() -> list[tuple[str, list[Panel]]]:
     return [(d.title, [p for p in d.panels if p.top]) for d in DASHBOARDS]
 
 
-def render(client: httpx.Client) -> Group:
+def render(client: httpx.Client) -> Table:
+    """The four dashboards' tables, two side by side."""
     tables = []
     for title, panels in top_panels():
         table = Table(title=title, title_justify="left", expand=True)
         table.add_column("panel", ratio=3)
-        table.add_column("series", ratio=3)
-        table.add_column("now", justify="right", ratio=2)
+        table.add_column("series", ratio=3, no_wrap=True, overflow="ellipsis")
+        table.add_column("now", justify="right", ratio=2, no_wrap=True)
         last = ""
         for row in snapshot(client, panels):
             table.add_row(
@@ -90,4 +88,9 @@ def render(client: httpx.Client) -> Group:
             )
             last = row.panel
         tables.append(table)
-    return Group(*tables)
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    for left, right in zip(tables[0::2], tables[1::2], strict=False):
+        grid.add_row(left, right)
+    return grid

@@ -133,10 +133,9 @@ def test_top_shows_live_throughput_in_a_terminal(
     tritonrag = str(Path(sys.executable).parent / "tritonrag")
     port = f"TRITONRAG_PROMETHEUS_PORT={stack.prometheus_port}"
     command = [tritonrag, "top", "--interval", "1"]
-    size = ["-x", "160", "-y", "100"]
-    subprocess.run(
-        [tmux, "new-session", "-d", "-s", session, *size, "-e", port, *command], check=True
-    )
+    size = ["-x", "200", "-y", "50"]
+    env = ["-e", port, "-e", "COLUMNS=200", "-e", "LINES=50"]  # rich sizes by these
+    subprocess.run([tmux, "new-session", "-d", "-s", session, *size, *env, *command], check=True)
     try:
         screen = ""
         for _ in range(30):
