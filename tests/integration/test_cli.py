@@ -43,17 +43,21 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
     try:
         up = _cli(env, "up")
         assert up.returncode == 0, up.stdout + up.stderr
-        for part in ("redis", "triton", "worker", "llm-worker", "api"):
+        names = [p.name for p in embedded.parts(settings)]
+        assert names == ["redis", "triton", "worker", "llm-worker", "api", "prometheus"]
+        for part in names:
             assert f"{part}: started" in up.stdout
+        assert "metrics: http://127.0.0.1:" in up.stdout
         again = _cli(env, "up")
-        assert again.stdout.count("already running") == 5, again.stdout
+        assert again.stdout.count("already running") == len(names), again.stdout
 
         worker = next(p for p in embedded.parts(settings) if p.name == "worker")
         pid = embedded.running_pid(worker, settings)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         revived = _cli(env, "up")
-        assert "worker: started" in revived.stdout and revived.stdout.count("already") == 4
+        assert "worker: started" in revived.stdout
+        assert revived.stdout.count("already") == len(names) - 1
 
         docs = _folder(tmp_path, 60)
         ingest = _cli(env, "ingest", str(docs), "--collection", "notes")
@@ -73,7 +77,8 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         assert unrelated.poll() is None, "down killed a process it did not start"
         assert down.returncode == 0
         assert all(
-            f"{p}: stopped" in down.stdout for p in ("llm-worker", "worker", "triton", "redis")
+            f"{p}: stopped" in down.stdout
+            for p in ("prometheus", "llm-worker", "worker", "triton", "redis")
         )
         os.kill(int(real_api_pid), signal.SIGTERM)  # the api we orphaned on purpose
     finally:
