@@ -19,11 +19,14 @@ the process that runs the tasks (the threads pool).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from celery import bootsteps
 
 from workers.celery_app import INGEST
+
+RESYNC_S = 5.0
 
 
 class IngestGate:
@@ -41,6 +44,18 @@ class IngestGate:
         with self._cond:
             self._consumer = consumer
             self._sync()
+        threading.Thread(target=self._resync, daemon=True, name="ingest-gate").start()
+
+    def _resync(self) -> None:
+        """Re-apply the gate's state every few seconds. A backstop: twice in ~10 fault runs
+        (the poison case, right after the last kill) restored ingest tasks sat unconsumed
+        for minutes, as if a resume never took effect; applying the state again is harmless."""
+        while True:
+            time.sleep(RESYNC_S)
+            with self._cond:
+                consumer = self._consumer
+            if consumer is not None:
+                consumer.call_soon(self._apply)
 
     def enter(self, alone: bool = False) -> bool:
         """Take a slot; False when none is free (the caller sends its message back).
