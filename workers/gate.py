@@ -105,6 +105,9 @@ def bind_step(gate: IngestGate) -> type[bootsteps.StartStopStep]:
         requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def start(self, consumer: Any) -> None:
-            gate.bind(consumer)
+            # Only where the lane is consumed: the gate resumes it, and must never make the
+            # llm-lane worker (no vector store of its own) start taking ingest tasks.
+            if gate.lane in consumer.app.amqp.queues.consume_from:
+                gate.bind(consumer)
 
     return BindIngestGate
