@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from orchestrator import timing
 from orchestrator.clients.chat_template import Message
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import (
@@ -103,6 +104,7 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
                 yield event
             elif event["type"] == "done":
                 usage = event
+                timing.add_inference((event.get("llm_total_ms") or 0) / 1000)
     answer = "".join(text).strip()
     record = {
         "answer": answer,
@@ -122,6 +124,7 @@ async def _generated(
     """Send the answer task to the llm lane and relay its events until `done`."""
     s = services.settings
     request_id = uuid.uuid4().hex
+    sent = time.perf_counter()
     await asyncio.to_thread(
         services.celery.send_task,
         ANSWER,
@@ -147,6 +150,8 @@ async def _generated(
                     if event["type"] == "error":
                         error = event["error"]
                         raise TritonRagError(ErrorCode(error["type"]), error["message"], 5)
+                    if not started:  # the llm lane took it: the wait before is queue time
+                        timing.add_queue(time.perf_counter() - sent)
                     started = True
                     if event["type"] == "token":  # from now on only the whole answer is bounded
                         deadline = time.monotonic() + s.llm_timeout_s

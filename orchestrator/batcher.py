@@ -9,10 +9,15 @@ under load that cost is paid once per batch; an idle system sends each search at
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
+from orchestrator import timing
 from orchestrator.errors import ErrorCode, TritonRagError
 
 Call = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
@@ -22,6 +27,9 @@ Call = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 class _Pending:
     query: dict[str, Any]
     future: asyncio.Future[list[dict[str, Any]]]
+    timings: timing.Timings | None = field(default_factory=timing.current)
+    trace: Context = field(default_factory=otel_context.get_current)
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 class SearchBatcher:
@@ -54,12 +62,20 @@ class SearchBatcher:
         self._dispatch()
 
     async def _run(self, batch: list[_Pending]) -> None:
+        # The batch's task continues the first search's trace; its wait is every member's.
+        token = otel_context.attach(batch[0].trace)
+        sent, shared = time.perf_counter(), timing.begin()
         try:
             answers = await self._call([p.query for p in batch])
         except TritonRagError as exc:
             for pending in batch:
                 _settle(pending.future, error=exc)
             return
+        finally:
+            otel_context.detach(token)
+            for pending in batch:
+                if pending.timings is not None:
+                    pending.timings.queue_s += sent - pending.queued_at + shared.queue_s
         for pending, answer in zip(batch, answers, strict=True):
             if "error" in answer:
                 error = answer["error"]

@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator import tracing
 from orchestrator.admission import Admission, KeyLimiter, lanes
 from orchestrator.errors import ErrorCode, TritonRagError, error_response
 from orchestrator.metrics import Metrics, MetricsMiddleware
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(BodyLimit, limit=int(settings.max_upload_mb * 1024 * 1024))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_handlers(app)
+    tracing.instrument_app(app, settings)
     return app
 
 

@@ -13,6 +13,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator import timing
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -128,7 +130,7 @@ class Metrics:
 
 class MetricsMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware: that cost ~1 ms per request): counts and times
-    every request by its route template, and adds x-process-time."""
+    every request by its route template, and adds the timing headers (orchestrator/timing.py)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -138,18 +140,15 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
+        timings = timing.begin()
+        start = timings.start
         status = 500
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                elapsed = f"{(time.perf_counter() - start) * 1000:.1f}ms"
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-process-time", elapsed.encode()),
-                ]
+                message["headers"] = [*message.get("headers", []), *timings.headers()]
             await send(message)
 
         self.metrics.in_flight.inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from celery import Celery
 
+from orchestrator import timing
 from orchestrator.batcher import SearchBatcher
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -60,6 +62,7 @@ class Services:
         """Run `task` on its lane (or `queue`) and wait for the worker's reply (RPC over a
         Redis list)."""
         request_id = uuid.uuid4().hex
+        sent = time.perf_counter()
         await asyncio.to_thread(
             self.celery.send_task,
             task,
@@ -73,6 +76,7 @@ class Services:
                 ErrorCode.NOT_READY, f"no worker answered {task} within {timeout_s:g}s", 5
             )
         message = json.loads(answer[1])
+        timing.add_queue(time.perf_counter() - sent - message.get("work_s", 0.0))
         if "error" in message:
             error = message["error"]
             raise TritonRagError(ErrorCode(error["type"]), error["message"])

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(
         9090, description="Port of the embedded Prometheus (`tritonrag up` starts it)."
     )
+    otlp_endpoint: str = Field(
+        "",
+        description="OTLP/HTTP collector (e.g. http://127.0.0.1:4318): the API, workers and "
+        "Triton send one trace per request there. Empty: tracing off.",
+    )
     # --- answers: the LLM and the answer pipeline (issue 7) ---
     llm_backend: Literal["triton", "openai"] = Field(
         "triton", description="LLM adapter: Triton's `llm` model, or an OpenAI-compatible API."

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.repository import published
+from orchestrator import tracing
 from orchestrator.settings import Settings
 
 
@@ -71,6 +72,14 @@ def command(settings: Settings, models: list[str]) -> list[str]:
         "--log-verbose=0",
     ]
     args += [f"--load-model={m}" for m in models]
+    if settings.otlp_endpoint:  # Triton's own spans join the caller's trace (gRPC metadata)
+        args += [
+            "--trace-config=mode=opentelemetry",
+            "--trace-config=level=TIMESTAMPS",
+            "--trace-config=rate=1",
+            f"--trace-config=opentelemetry,url={tracing.traces_url(settings)}",
+            "--trace-config=opentelemetry,resource=service.name=triton",
+        ]
     if settings.triton_cache_mb > 0:
         args.append(f"--cache-config=local,size={settings.triton_cache_mb * 2**20}")
     return args

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind
 
 from orchestrator.clients.chat_template import Message
 from orchestrator.clients.llm import LLM, Sampling, open_llm
@@ -27,6 +28,7 @@ from orchestrator.metrics import (
 )
 from orchestrator.pipeline.generate import Source, build_prompt
 from orchestrator.settings import Settings
+from orchestrator.tracing import tracer
 from workers import celery_app as lanes
 from workers.celery_app import app
 from workers.runtime import BackgroundLoop
@@ -124,18 +126,20 @@ async def _relay(
     prompt_tokens: int | None = None
     cancelled = False
     stream = rt.llm.stream(messages, Sampling(s.llm_max_tokens, s.llm_temperature))
-    try:
-        async for delta in stream:
-            if await rt.redis.exists(cancel_key(request_id)):
-                cancelled = True
-                break
-            if delta.text:
-                first = first or time.perf_counter()
-                await emit({"type": "token", "text": delta.text})
-            if delta.completion_tokens is not None:
-                completion, prompt_tokens = delta.completion_tokens, delta.prompt_tokens
-    finally:
-        await stream.aclose()  # cancels the generation upstream when we stop early
+    with tracer.start_as_current_span(f"llm {rt.llm.name}", kind=SpanKind.CLIENT) as span:
+        try:
+            async for delta in stream:
+                if await rt.redis.exists(cancel_key(request_id)):
+                    cancelled = True
+                    break
+                if delta.text:
+                    first = first or time.perf_counter()
+                    await emit({"type": "token", "text": delta.text})
+                if delta.completion_tokens is not None:
+                    completion, prompt_tokens = delta.completion_tokens, delta.prompt_tokens
+        finally:
+            await stream.aclose()  # cancels the generation upstream when we stop early
+        span.set_attribute("llm.completion_tokens", completion)
     end = time.perf_counter()
     if first is not None:
         LLM_FIRST_TOKEN_SECONDS.observe(first - start)

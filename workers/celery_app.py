@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import before_task_publish
 from kombu.entity import Queue
+from opentelemetry import propagate
 
 from orchestrator.settings import Settings
 
@@ -81,6 +82,7 @@ def lane_keys(lane: str) -> list[str]:
 def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is not None:
         headers.setdefault(SENT_AT, time.time())
+        propagate.inject(headers)  # the publisher's trace continues in the task (tracing.py)
 
 
 # The worker's app (`celery -A workers.tasks worker`); settings come from TRITONRAG_* env.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Coroutine
 from functools import cached_property
@@ -30,7 +31,13 @@ class BackgroundLoop:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        """Run `coro` on the loop in the caller's context (its trace goes along)."""
+        caller = contextvars.copy_context()
+
+        async def in_caller_context() -> T:
+            return await asyncio.get_running_loop().create_task(coro, context=caller)
+
+        return asyncio.run_coroutine_threadsafe(in_caller_context(), self._loop).result()
 
 
 class SyncEmbedder:

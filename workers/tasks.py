@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import redis
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import task_postrun, task_received, worker_ready, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    task_received,
+    worker_ready,
+    worker_shutdown,
+)
 
+from orchestrator import tracing
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, reply_key, scoped
 from orchestrator.metrics import STORE_SEARCH_SECONDS, TASKS
@@ -85,7 +93,7 @@ def search(request_id: str, queries: list[dict[str, Any]]) -> None:
     store = runtime().store
 
     def one(q: dict[str, Any]) -> Any:
-        with STORE_SEARCH_SECONDS.time():
+        with STORE_SEARCH_SECONDS.time(), tracing.tracer.start_as_current_span("store search"):
             return retrieve.search(store, q["collection"], q["vector"], q["top_k"], q["filters"])
 
     _answer(request_id, lambda: [_one(lambda q=q: one(q)) for q in queries])
@@ -126,8 +134,10 @@ def _one(work: Any) -> dict[str, Any]:
 
 
 def _answer(request_id: str, work: Any) -> None:
-    """Run `work` and push its result (or error) to the caller's reply key."""
-    message = _one(work)
+    """Run `work` and push its result (or error) to the caller's reply key, with the time
+    it took (the caller counts the rest of its wait as queue time)."""
+    start = time.perf_counter()
+    message = _one(work) | {"work_s": time.perf_counter() - start}
     pipe = runtime().jobs.redis.pipeline()
     pipe.rpush(reply_key(request_id), json.dumps(message))
     pipe.expire(reply_key(request_id), REPLY_TTL_S)
@@ -157,8 +167,16 @@ def _hold(request: Any = None, **_: Any) -> None:
         liveness.hold(app, str(tag), request.id)
 
 
+@task_prerun.connect
+def _trace(task_id: str = "", task: Any = None, **_: Any) -> None:
+    if tracing.setup(lanes.settings, "tritonrag-worker") and task is not None:
+        headers = {k: v for k in ("traceparent", "tracestate") if (v := task.request.get(k))}
+        tracing.task_started(task_id, task.name, headers)
+
+
 @task_postrun.connect
-def _release(task: Any = None, state: str | None = None, **_: Any) -> None:
+def _release(task_id: str = "", task: Any = None, state: str | None = None, **_: Any) -> None:
+    tracing.task_finished(task_id, state)
     if tag := _delivery_tag(task):
         liveness.release(app, tag)
     if task is not None and task.name != lanes.INGEST_DOCUMENT:  # ingest counts its own

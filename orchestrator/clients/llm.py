@@ -22,6 +22,7 @@ from orchestrator.clients.chat_template import ChatTokenizer, Message, open_toke
 from orchestrator.clients.triton import map_error
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.settings import Settings
+from orchestrator.tracing import grpc_headers
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class TritonLLM:
         async def requests() -> AsyncIterator[dict[str, Any]]:
             yield request
 
-        responses = self._client.stream_infer(requests())
+        responses = self._client.stream_infer(requests(), headers=grpc_headers())
         try:
             async for result, error in responses:
                 if error is not None:

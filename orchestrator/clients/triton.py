@@ -12,12 +12,15 @@ from enum import IntEnum
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
+from orchestrator import timing
 from orchestrator.encoder import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.metrics import TRITON_SECONDS
 from orchestrator.settings import Settings
+from orchestrator.tracing import grpc_headers, tracer
 
 
 class Priority(IntEnum):
@@ -72,7 +75,12 @@ class TritonEmbedder:
         limit = await self._max_batch_size(name)
         chunks = [texts[i : i + limit] for i in range(0, len(texts), limit)]
         timeout = timeout_s or self._settings.embed_timeout_s
-        parts = await asyncio.gather(*(self._infer(name, c, priority, timeout) for c in chunks))
+        start = time.perf_counter()
+        with tracer.start_as_current_span(
+            f"triton {name}", kind=SpanKind.CLIENT, attributes={"triton.texts": len(texts)}
+        ):
+            parts = await asyncio.gather(*(self._infer(name, c, priority, timeout) for c in chunks))
+        timing.add_inference(time.perf_counter() - start)
         return Embeddings(
             embeddings=np.concatenate([p.embeddings for p in parts]),
             token_counts=[n for p in parts for n in p.token_counts],
@@ -113,7 +121,12 @@ class TritonEmbedder:
         start = time.perf_counter()
         try:
             result = await self._client.infer(
-                model, [tensor], outputs=outputs, priority=int(priority), client_timeout=timeout
+                model,
+                [tensor],
+                outputs=outputs,
+                priority=int(priority),
+                client_timeout=timeout,
+                headers=grpc_headers(),
             )
         except InferenceServerException as exc:
             raise map_error(exc, model) from exc

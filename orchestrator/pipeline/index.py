@@ -22,6 +22,7 @@ from orchestrator.metrics import CHUNKS, INGEST_STAGE_SECONDS
 from orchestrator.pipeline.chunk import Chunk, Chunker
 from orchestrator.pipeline.embed import Embedder, embed_batches, retrying
 from orchestrator.pipeline.parse import DocType, ParseError, sniff
+from orchestrator.tracing import tracer
 
 log = logging.getLogger("tritonrag.index")
 
@@ -120,7 +121,8 @@ def _index_chunks(
 def _stage(name: str) -> Iterator[None]:
     start = time.perf_counter()
     try:
-        yield
+        with tracer.start_as_current_span(f"ingest {name}"):
+            yield
     finally:
         INGEST_STAGE_SECONDS.labels(name).observe(time.perf_counter() - start)
 

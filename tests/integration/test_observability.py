@@ -153,3 +153,25 @@ def test_top_shows_live_throughput_in_a_terminal(
         assert rps and re.search(r"[1-9][\d,]*\.\d/s|0\.[1-9]/s", rps[0]), screen
     finally:
         subprocess.run([tmux, "kill-session", "-t", session], check=False)
+
+
+def _timings(response: httpx.Response) -> tuple[float, float, float]:
+    assert response.status_code == 200, response.text
+    h = response.headers
+    return float(h["x-total-time"]), float(h["x-queue-time"]), float(h["x-inference-time"])
+
+
+def test_responses_say_where_their_time_went(api: httpx.Client) -> None:
+    job = upload(api, "timed", [("t.txt", b"Timing headers split a request's time.")])
+    assert wait_job(api, job.json()["documents"][0]["job_id"])["state"] == "indexed"
+    # A new query text: Triton embeds it (inference), the search waits on the query lane.
+    body = {"query": f"where did the time go {time.time()}?", "top_k": 1}
+    total, queue, inference = _timings(api.post("/v1/collections/timed/search", json=body))
+    assert inference > 0 and queue > 0
+    assert queue + inference <= total + 0.2  # the parts happen one after another (0.1 ms rounding)
+    # The same text again: its embedding comes from the cache, no model call.
+    _, queue, inference = _timings(api.post("/v1/collections/timed/search", json=body))
+    assert inference == 0 and queue > 0
+    # Embeddings go straight to Triton: no tritonrag queue on the way.
+    total, queue, inference = _timings(api.post("/v1/embeddings", json={"input": "one text"}))
+    assert queue == 0 and 0 < inference <= total
