@@ -33,7 +33,7 @@ def setup(settings: Settings, service: str) -> bool:
     global _configured_pid
     if not settings.otlp_endpoint or _configured_pid == os.getpid():
         return bool(settings.otlp_endpoint)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -50,7 +50,9 @@ def instrument_app(app: Any, settings: Settings) -> None:
     if setup(settings, "tritonrag-api"):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="health,ready,metrics", exclude_spans=["receive", "send"]
+        )
 
 
 def grpc_headers() -> dict[str, str] | None:

@@ -1,5 +1,5 @@
 """A minimal OTLP/HTTP trace receiver on 127.0.0.1 (tests and perf checks collect spans with
-it): protobuf from Python's exporter, JSON from Triton's (opentelemetry-cpp)."""
+it). It reads OTLP JSON, what tritonrag's exporter and Triton's (opentelemetry-cpp) send."""
 
 from __future__ import annotations
 
@@ -12,9 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from google.protobuf.json_format import MessageToDict
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
 @dataclass(frozen=True)
@@ -59,8 +56,7 @@ def receiver() -> Iterator[Collector]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            as_json = self.headers.get("Content-Type") == "application/json"
-            collector.add(_from_json(body) if as_json else _from_protobuf(body))
+            collector.add(_spans(json.loads(body)))
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -79,20 +75,10 @@ def receiver() -> Iterator[Collector]:
         server.server_close()
 
 
-def _from_protobuf(body: bytes) -> list[Span]:
-    request = ExportTraceServiceRequest.FromString(body)
-    return [
-        Span(span.trace_id.hex(), span.name, _service(MessageToDict(resource.resource)))
-        for resource in request.resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
-
-
-def _from_json(body: bytes) -> list[Span]:
+def _spans(request: dict[str, Any]) -> list[Span]:
     return [
         Span(span["traceId"].lower(), span["name"], _service(resource.get("resource", {})))
-        for resource in json.loads(body)["resourceSpans"]
+        for resource in request.get("resourceSpans", [])
         for scope in resource.get("scopeSpans", [])
         for span in scope.get("spans", [])
     ]
