@@ -109,7 +109,7 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
     record = {
         "answer": answer,
         "citations": generate.citations(answer, used),
-        "sources": [generate.citation(x) for x in used],
+        "sources": [generate.citation(x) | {"text": x.text} for x in used],
         "usage": {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")},
     }
     yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}

@@ -13,13 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import tracing
 from orchestrator.admission import Admission, KeyLimiter, lanes
 from orchestrator.errors import ErrorCode, TritonRagError, error_response
 from orchestrator.metrics import Metrics, MetricsMiddleware
-from orchestrator.routes import answers, chat, documents, embeddings, health, jobs, search
+from orchestrator.routes import answers, chat, documents, embeddings, health, jobs, search, web
 from orchestrator.services import Services
 from orchestrator.settings import Settings
 
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in (r.router for r in routers):
         app.include_router(router)
     app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount("/ui", StaticFiles(directory=web.WEB), name="ui")
     app.state.limiter = KeyLimiter(settings)
     # Outermost last: metrics see every answer, 413 and 429 included.
     app.add_middleware(Admission, lanes=lanes(settings), metrics=metrics)

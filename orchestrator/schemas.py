@@ -167,6 +167,7 @@ class Citation(BaseModel):
     score: float
     filename: str | None = None
     snippet: str
+    text: str | None = Field(None, description="The whole chunk (in `sources` only).")
 
 
 class AnswerTimings(BaseModel):
