@@ -143,6 +143,10 @@ def test_upload_search_ask_and_delete(page: Page, api: httpx.Client) -> None:
     page.get_by_role("button", name="Search", exact=True).click()
     expect(page.locator("#hits")).not_to_contain_text("harbour.txt")
 
+    page.get_by_role("button", name="Drop collection").click()  # confirmed by the dialog hook
+    expect(page.locator("#collections")).not_to_contain_text(name)
+    assert name not in api.get("/v1/collections").json()["data"]
+
 
 def test_a_hundred_uploads_keep_the_page_responsive(page: Page) -> None:
     _new_collection(page)
