@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         ROOT / ".runtime", description="Logs, pid files and the prepared backend directory."
     )
     embed_model: str = Field("embed", description="Triton model name used for embeddings.")
+    triton_load_all: bool = Field(
+        False,
+        description="Load every published model when Triton starts. Off: only the served ones "
+        "(embed_model, and llm_model with the triton LLM backend); the others (embed_fp32, "
+        "embed_int8) load on first use through Triton's model control.",
+    )
     tokenizer_dir: Path | None = Field(
         None,
         description="Folder with the model's tokenizer.json and variant.json, for chunking "

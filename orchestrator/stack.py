@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.repository import published
 from orchestrator import prometheus, tritonserver
 from orchestrator.jobs import JobStore, reply_key
 from orchestrator.settings import Settings
@@ -87,7 +86,7 @@ def parts(settings: Settings) -> list[Part]:
                 "redis-server",
             )
         )
-    models = published(settings.model_repository)
+    models = tritonserver.startup_models(settings)
     result += [
         Part(
             "triton",

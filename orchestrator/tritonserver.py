@@ -85,6 +85,18 @@ def command(settings: Settings, models: list[str]) -> list[str]:
     return args
 
 
+def startup_models(settings: Settings) -> list[str]:
+    """What Triton loads at start: by default only the served models (each embedding variant
+    costs ~570 MB resident in its two stubs); the rest load on first use."""
+    models = published(settings.model_repository)
+    if settings.triton_load_all:
+        return models
+    served = {settings.embed_model}
+    if settings.llm_backend == "triton":
+        served.add(settings.llm_model)
+    return [m for m in models if m in served]
+
+
 def environment() -> dict[str, str]:
     """The stub imports numpy, onnxruntime and tokenizers: this venv's bin/ goes first."""
     env = dict(os.environ)
@@ -120,7 +132,7 @@ class TritonProcess:
 
     @classmethod
     def start(cls, settings: Settings) -> TritonProcess:
-        models = published(settings.model_repository)
+        models = startup_models(settings)
         if not models:
             raise TritonStartError(
                 f"no exported model in {settings.model_repository}: run `tritonrag export`"

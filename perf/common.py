@@ -77,8 +77,10 @@ def run_perf_analyzer(
 
 
 def bench_settings(runtime_dir: Path) -> Settings:
-    """Free ports and no response cache: repeated texts must cost a real inference."""
+    """Free ports, every variant loaded (they are compared) and no response cache: repeated
+    texts must cost a real inference."""
     return Settings(
+        triton_load_all=True,
         triton_http_port=free_port(),
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),

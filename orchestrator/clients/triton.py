@@ -46,6 +46,7 @@ class TritonEmbedder:
         self._client = client
         self._settings = settings
         self._batch_limits: dict[str, int] = {}
+        self._loading = asyncio.Lock()
 
     @classmethod
     @asynccontextmanager
@@ -61,6 +62,26 @@ class TritonEmbedder:
             return bool(await self._client.is_model_ready(model or self._settings.embed_model))
         except InferenceServerException:
             return False
+
+    async def ensure_loaded(self, model: str) -> bool:
+        """Ready, or loaded now when Triton's repository has it (by default only the served
+        model loads at start; the other variants load on first use)."""
+        if await self.ready(model):
+            return True
+        async with self._loading:
+            if await self.ready(model):
+                return True
+            try:
+                index = await self._client.get_model_repository_index(as_json=True)
+            except InferenceServerException:
+                return False
+            if model not in {m.get("name") for m in index.get("models", [])}:
+                return False
+            try:
+                await self._client.load_model(model)
+            except InferenceServerException as exc:
+                raise map_error(exc, model) from exc
+        return await self.ready(model)
 
     async def embed(
         self,
@@ -102,6 +123,7 @@ class TritonEmbedder:
 
     async def _max_batch_size(self, model: str) -> int:
         if model not in self._batch_limits:
+            await self.ensure_loaded(model)  # if it cannot, the config call below says why
             try:
                 response = await self._client.get_model_config(model, as_json=True)
             except InferenceServerException as exc:

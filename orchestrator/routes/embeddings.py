@@ -33,7 +33,7 @@ async def create_embeddings(
     model = body.model or settings.embed_model
     if model in settings.embed_model_aliases:  # the model's own name, as other servers take it
         model = settings.embed_model
-    if not await services.embedder.ready(model):
+    if not await services.embedder.ensure_loaded(model):
         raise TritonRagError(ErrorCode.NOT_FOUND, f"model {model!r} is not served here")
     result = await services.embedder.embed(texts, model=model, priority=Priority.QUERY)
     dim = result.embeddings.shape[1]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -25,6 +28,20 @@ async def test_long_lists_are_split_and_rejoined_in_order(triton: Settings) -> N
     for k, single in enumerate(singles):
         np.testing.assert_allclose(together.embeddings[k * 25], single.embeddings[0], atol=1e-5)
     assert together.variant == "fp32"
+
+
+async def test_a_variant_not_loaded_at_start_loads_on_first_use(triton: Settings) -> None:
+    direct = grpcclient.InferenceServerClient(triton.triton_grpc_url)
+    direct.unload_model("embed_fp32")
+    for _ in range(100):  # unloading finishes in the background
+        if not direct.is_model_ready("embed_fp32"):
+            break
+        time.sleep(0.1)
+    assert not direct.is_model_ready("embed_fp32")
+    async with TritonEmbedder.connect(triton) as client:
+        result = await client.embed(["loaded on demand"], model="embed_fp32")
+        assert not await client.ensure_loaded("no_such_model")
+    assert result.variant == "fp32" and direct.is_model_ready("embed_fp32")
 
 
 async def test_client_errors_use_the_project_vocabulary(triton: Settings) -> None:

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import tritonclient.http
 from fastapi.testclient import TestClient
 
 from orchestrator import stack as embedded
@@ -132,6 +133,17 @@ def test_openai_client_embeddings(api: httpx.Client, stack: Settings) -> None:
         client.embeddings.create(input="x", model="no-such-model")
     with pytest.raises(openai.UnprocessableEntityError):
         client.embeddings.create(input="x", model="embed", dimensions=12)
+
+
+def test_the_stack_loads_only_served_models_and_a_variant_on_first_use(
+    api: httpx.Client, stack: Settings
+) -> None:
+    triton = tritonclient.http.InferenceServerClient(stack.triton_http_url)
+    assert triton.is_model_ready("embed") and not triton.is_model_ready("embed_fp32")
+    body = {"input": "loaded when first asked for", "model": "embed_fp32"}
+    response = api.post("/v1/embeddings", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "embed_fp32" and triton.is_model_ready("embed_fp32")
 
 
 def test_health_ready_and_metrics(api: httpx.Client) -> None:

@@ -19,6 +19,7 @@ from export.parity import reference
 from export.repository import published
 from orchestrator.encoder import Matrix
 from orchestrator.settings import Settings
+from orchestrator.tritonserver import startup_models
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +45,29 @@ def texts_and_reference() -> tuple[list[str], Matrix]:
     return texts, reference(default_model_dir(), texts)
 
 
-def test_every_published_model_is_ready(triton: Settings) -> None:
+def test_the_served_models_are_ready_and_every_variant_is_in_the_repository(
+    triton: Settings,
+) -> None:
     client = httpclient.InferenceServerClient(triton.triton_http_url)
     assert client.is_server_ready()
-    for model in published(triton.model_repository):
+    available = {m["name"] for m in client.get_model_repository_index()}
+    assert set(published(triton.model_repository)) <= available
+    for model in startup_models(triton):
         assert client.is_model_ready(model), model
 
 
+@pytest.fixture
+def fp32(triton: Settings) -> Settings:
+    """embed_fp32 loaded, as a client talking to Triton directly loads a variant."""
+    grpcclient.InferenceServerClient(triton.triton_grpc_url).load_model("embed_fp32")
+    return triton
+
+
 def test_fp32_over_http_equals_sentence_transformers(
-    triton: Settings, texts_and_reference: tuple[list[str], Matrix]
+    fp32: Settings, texts_and_reference: tuple[list[str], Matrix]
 ) -> None:
     texts, ref = texts_and_reference
-    client = httpclient.InferenceServerClient(triton.triton_http_url)
+    client = httpclient.InferenceServerClient(fp32.triton_http_url)
     result = client.infer("embed_fp32", [_text_input(httpclient, texts)])
     got = result.as_numpy("embedding")
     assert got.shape == ref.shape
@@ -77,8 +89,8 @@ def test_embed_over_grpc_matches_reference_and_says_which_variant(
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-async def test_dynamic_batching_groups_concurrent_requests(triton: Settings) -> None:
-    model = "embed_fp32"
+async def test_dynamic_batching_groups_concurrent_requests(fp32: Settings) -> None:
+    triton, model = fp32, "embed_fp32"
     before_exec = _metric(triton, "nv_inference_exec_count", model)
     before_req = _metric(triton, "nv_inference_request_success", model)
     client = grpcaio.InferenceServerClient(triton.triton_grpc_url)
@@ -93,8 +105,8 @@ async def test_dynamic_batching_groups_concurrent_requests(triton: Settings) -> 
     assert executions < requests
 
 
-def test_model_readiness_follows_load_and_unload(triton: Settings) -> None:
-    client = grpcclient.InferenceServerClient(triton.triton_grpc_url)
+def test_model_readiness_follows_load_and_unload(fp32: Settings) -> None:
+    client = grpcclient.InferenceServerClient(fp32.triton_grpc_url)
     client.unload_model("embed_fp32")
     try:
         assert not client.is_model_ready("embed_fp32")

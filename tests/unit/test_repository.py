@@ -5,6 +5,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from export import tensorrt
+from orchestrator.settings import Settings
+from orchestrator.tritonserver import startup_models
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -62,3 +64,14 @@ def test_llm_speaks_the_tensor_names_of_tritons_llm_backends(target: str) -> Non
     names = {i.name for i in config.input}
     assert {"text_input", "stream", "sampling_parameters", "exclude_input_in_output"} <= names
     assert "text_output" in {o.name for o in config.output}
+
+
+def test_triton_starts_with_the_served_models_only_unless_told(tmp_path: Path) -> None:
+    for model in ("embed", "embed_fp32", "embed_int8", "llm"):
+        (tmp_path / model / "1").mkdir(parents=True)
+        (tmp_path / model / "1" / "model.py").write_text("")
+    settings = Settings(model_repository=tmp_path)
+    assert startup_models(settings) == ["embed", "llm"]
+    assert startup_models(settings.model_copy(update={"llm_backend": "openai"})) == ["embed"]
+    everything = settings.model_copy(update={"triton_load_all": True})
+    assert startup_models(everything) == ["embed", "embed_fp32", "embed_int8", "llm"]

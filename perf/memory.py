@@ -1,0 +1,105 @@
+"""Resident memory of the embedded stack after `tritonrag up` and a warm-up (uploads,
+searches, embeddings), per part, with Triton's python-backend stubs counted per model.
+
+    python -m perf.memory       -> perf/results/memory.{json,md}
+
+The issue's budget (1 GB) is for the stack without the LLM: the `llm` model's stub and the
+llm-lane worker are reported on their own lines.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator import stack as embedded
+from orchestrator.settings import Settings
+from perf.common import own_stack, save_results
+from perf.soak import rss_mb
+
+LLM_PARTS = ("llm-worker",)
+
+
+def _stub_models(triton_pid: int) -> dict[str, float]:
+    """RSS of each python-backend stub under Triton, summed by the model it serves."""
+    models: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != triton_pid or b"stub" not in args[0]:
+            continue
+        # argv[1] is the model version's model.py: <repository>/<model>/1/model.py
+        model = Path(args[1].decode()).parent.parent.name
+        models[model] = models.get(model, 0.0) + rss_mb(int(entry.name))
+    return models
+
+
+def _warm_up(settings: Settings) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=120) as api:
+        files = [("files", (f"d{i}.txt", f"Warm-up document {i}. " * 200)) for i in range(8)]
+        jobs = api.post("/v1/collections/mem/documents", files=files).json()["documents"]
+        for job in jobs:
+            while api.get(f"/v1/jobs/{job['job_id']}").json()["state"] not in ("indexed", "failed"):
+                time.sleep(0.2)
+        for i in range(50):
+            api.post("/v1/embeddings", json={"input": f"text {i}"}).raise_for_status()
+            body = {"query": f"warm-up question {i}", "top_k": 5}
+            api.post("/v1/collections/mem/search", json=body).raise_for_status()
+
+
+def measure(settings: Settings) -> dict[str, Any]:
+    _warm_up(settings)
+    parts: dict[str, float] = {}
+    stubs: dict[str, float] = {}
+    for part in embedded.parts(settings):
+        pid = embedded.running_pid(part, settings)
+        if pid is None:
+            continue
+        parts[part.name] = round(rss_mb(pid), 1)
+        if part.name == "triton":
+            stubs = {m: round(mb, 1) for m, mb in sorted(_stub_models(pid).items())}
+    llm = stubs.get("llm", 0.0) + sum(parts.get(p, 0.0) for p in LLM_PARTS)
+    total = sum(parts.values())
+    return {
+        "parts_mb": parts,
+        "triton_stubs_mb": stubs,
+        "total_mb": round(total, 1),
+        "total_without_llm_mb": round(total - llm, 1),
+        "loaded_models": sorted(stubs),
+    }
+
+
+def report(r: dict[str, Any]) -> str:
+    lines = [
+        "# Resident memory after `tritonrag up` and warm-up",
+        "",
+        "| part | MB |",
+        "|---|---:|",
+        *(f"| {name} | {mb:.0f} |" for name, mb in r["parts_mb"].items()),
+        *(f"| triton stub: `{m}` | {mb:.0f} |" for m, mb in r["triton_stubs_mb"].items()),
+        f"| **total** | **{r['total_mb']:.0f}** |",
+        f"| **total without the LLM** (its stub, the llm-lane worker) | "
+        f"**{r['total_without_llm_mb']:.0f}** |",
+        "",
+        "Triton's line includes its stubs. Command: `python -m perf.memory`.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    with own_stack() as settings:
+        results = measure(settings)
+    save_results("memory", results, report(results))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
