@@ -220,10 +220,14 @@ def test_a_key_over_its_rate_limit_gets_429_and_others_do_not(client_for: object
     app = client_for(api_keys={"key-c": "gamma", "key-d": "delta"})  # type: ignore[operator]
     c, d = {"Authorization": "Bearer key-c"}, {"Authorization": "Bearer key-d"}
     limit = int(Settings().rate_limit.split("/")[0])
-    statuses = [app.get("/v1/collections", headers=c).status_code for _ in range(3 * limit)]
+    start = time.monotonic()
+    responses = [app.get("/v1/collections", headers=c) for _ in range(3 * limit)]
+    elapsed = time.monotonic() - start
+    statuses = [r.status_code for r in responses]
     assert set(statuses) == {200, 429} and statuses.index(429) >= limit // 2, statuses
-    refused = app.get("/v1/collections", headers=c)
-    assert refused.status_code == 429, refused.text
+    # A sliding window: a slow loop spans several windows, each lets about `limit` through.
+    assert statuses.count(200) <= limit * (elapsed + 1) * 1.1, (statuses.count(200), elapsed)
+    refused = responses[statuses.index(429)]
     assert refused.json()["error"]["type"] == "overloaded"
     wait = int(refused.headers["retry-after"])
     assert 1 <= wait <= 2
