@@ -145,7 +145,7 @@ def parity_texts(count: int = 240, seed: int = 11) -> list[str]:
 
 
 def known_items(
-    queries: int = 200, corpus: int = 1000, seed: int = 5
+    queries: int = 1200, corpus: int = 2400, seed: int = 5
 ) -> tuple[list[str], list[str], list[int]]:
     """(corpus, queries, targets): query i is a sentence cut from paragraph targets[i]."""
     rng = random.Random(seed)
