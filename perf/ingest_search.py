@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import httpx
 import numpy as np
+import redis
 
 from export.corpus import paragraphs
 from orchestrator import stack as embedded
@@ -32,7 +33,7 @@ from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.triton import TritonEmbedder
 from orchestrator.clients.vectors import VectorPoint
 from orchestrator.encoder import Matrix
-from orchestrator.jobs import scoped
+from orchestrator.jobs import collections_key, scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
 from perf.common import own_stack, save_results
@@ -126,6 +127,9 @@ def fill(settings: Settings, collection: str, seeds: Matrix, texts: list[str]) -
     while store.indexing(name):
         time.sleep(1)
     store.close()
+    # Written past the API, so the collection is registered as an upload would have.
+    with redis.Redis.from_url(settings.broker_url) as client:
+        client.sadd(collections_key("default"), collection)
     embedded.up(settings, print)
 
 
