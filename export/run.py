@@ -81,12 +81,12 @@ def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, A
     log.info("sensitivity sweep: each weight MatMul quantised alone")
     ranked = quantize.sensitivity(fp32_dir / "model.onnx", scratch, vnni, loss)
     shutil.rmtree(scratch)
-    report["sensitivity"] = [{"matmul": n, "mean_cosine_loss": round(v, 6)} for n, v in ranked]
+    report["sensitivity"] = [{"matmul": m, "mean_cosine_loss": round(v, 6)} for m, v in ranked]
     calibration = _calibration(fp32_dir, corpus.chunks(64))
 
     int8: dict[str, Any] = {}
     matmuls = quantize.weight_matmuls(fp32_dir / "model.onnx")
-    for scheme in quantize.schemes(matmuls, [n for n, _ in ranked]):
+    for scheme in quantize.schemes(matmuls, [m for m, _ in ranked]):
         folder = work / f"int8-{scheme.name}"
         quantize.quantize(fp32_dir / "model.onnx", folder / "model.onnx", scheme, vnni, calibration)
         shutil.copy(fp32_dir / "tokenizer.json", folder / "tokenizer.json")

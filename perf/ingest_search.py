@@ -5,7 +5,8 @@
 2. ingest: the same documents uploaded through the API until every job is indexed
    (upload to searchable) -> chunks/s, and its ratio to raw (target >= 0.85);
 3. search: p50/p99 at concurrency 8 over a 100k-chunk collection, idle and while a bulk
-   ingest runs (target p50 <= 15 ms, p99 <= 40 ms, busy p99 <= 2x idle p99). The 100k
+   ingest runs (busy p99 <= 2x idle p99), and with new query texts that Triton embeds
+   (p99 <= 40 ms at concurrency 8, p50 <= 10 ms for one user). The 100k
    points are written into the shard with the worker stopped (real corpus embeddings plus
    noise: embedding 100k chunks here would take most of an hour), then HNSW-indexed by the
    same background build the worker runs.
@@ -133,9 +134,13 @@ def fill(settings: Settings, collection: str, seeds: Matrix, texts: list[str]) -
     embedded.up(settings, print)
 
 
-def search_latency(url: str, collection: str, queries: list[str], seconds: float) -> dict[str, Any]:
-    """Closed loop: CONCURRENCY users, each sending its next search when the last returns.
+def search_latency(
+    url: str, collection: str, queries: list[str], seconds: float, users: int = CONCURRENCY
+) -> dict[str, Any]:
+    """Closed loop: `users` users, each sending its next search when the last returns.
     aiohttp, not httpx: on 2 cores httpx's own CPU use was the largest in the measurement."""
+
+    shed = [0]
 
     async def run() -> list[float]:
         latencies: list[float] = []
@@ -150,17 +155,22 @@ def search_latency(url: str, collection: str, queries: list[str], seconds: float
                     t0 = time.perf_counter()
                     async with client.post(path, json=body) as r:
                         await r.read()
+                        if r.status == 429:  # shed by the API: counted, and the user waits
+                            shed[0] += 1
+                            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                            continue
                         if r.status != 200:
                             raise RuntimeError(f"{r.status} {await r.text()} for {body}")
                     latencies.append(time.perf_counter() - t0)
-                    i += CONCURRENCY
+                    i += users
 
-            await asyncio.gather(*(user(k) for k in range(CONCURRENCY)))
+            await asyncio.gather(*(user(k) for k in range(users)))
         return latencies
 
     ms = np.array(asyncio.run(run())) * 1000
     return {
         "requests": len(ms),
+        "shed_429": shed[0],
         "qps": round(len(ms) / seconds, 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
@@ -197,13 +207,17 @@ def run_all(settings: Settings) -> dict[str, Any]:
         for q in queries:  # every query embedding cached: this measures retrieval, not the model
             api.post("/v1/collections/bench-100k/search", json={"query": q, "top_k": 1})
         results["search_cached_idle"] = search_latency(url, "bench-100k", queries, SECONDS)
-        busy = threading.Thread(target=ingest, args=(api, "bench-busy", docs))
+        # Three copies under new names: the bulk ingest outlasts the measurement window.
+        bulk = [(f"{k}-{name}", text) for k in range(3) for name, text in docs]
+        busy = threading.Thread(target=ingest, args=(api, "bench-busy", bulk))
         busy.start()
         time.sleep(2)
         results["search_cached_busy"] = search_latency(url, "bench-100k", queries, SECONDS)
         busy.join()
         fresh = [f"{q} (variant {i})" for i, q in enumerate(queries)]
         results["search_uncached_idle"] = search_latency(url, "bench-100k", fresh, SECONDS)
+        fresh = [f"{q} (one user {i})" for i, q in enumerate(queries)]
+        results["search_uncached_one_user"] = search_latency(url, "bench-100k", fresh, SECONDS, 1)
     idle, loaded = results["search_cached_idle"], results["search_cached_busy"]
     results["busy_over_idle_p99"] = round(loaded["p99_ms"] / idle["p99_ms"], 2)
     return results
@@ -230,11 +244,13 @@ def report(r: dict[str, Any]) -> str:
         ("search_cached_idle", "search, cached query embedding, idle"),
         ("search_cached_busy", "search, cached query embedding, during bulk ingest"),
         ("search_uncached_idle", "search, new query text (Triton embeds it), idle"),
+        ("search_uncached_one_user", "search, new query text, one user"),
     ]:
         s = r[key]
+        target = "p50 <= 10" if key.endswith("one_user") else "p99 <= 40"
         lines.append(
-            f"| {label}: p50 / p99 ms ({s['qps']} q/s) | {s['p50_ms']} / {s['p99_ms']} "
-            f"| <= 15 / <= 40 |"
+            f"| {label}: p50 / p99 ms ({s['qps']} q/s, {s['shed_429']} shed) | "
+            f"{s['p50_ms']} / {s['p99_ms']} | {target} |"
         )
     lines.append(f"| busy p99 / idle p99 | {r['busy_over_idle_p99']} | <= 2 |")
     return "\n".join(lines) + "\n"
