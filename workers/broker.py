@@ -44,4 +44,5 @@ class Transport(redis.Transport):
     # A lane resumed by the ingest gate joins the consumer's BRPOP only when the one in
     # flight returns: with kombu's 1 s, ingestion ran in waves 1.1 s apart with the cores
     # idle between them (0.5x raw embedding). An idle BRPOP every 0.1 s costs Redis nothing.
-    brpop_timeout = 0.1
+    # kombu types it int; Redis >= 6 takes a fractional BRPOP timeout.
+    brpop_timeout = 0.1  # type: ignore[assignment]
