@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         20_000,
         description="Unindexed points in an edge shard that start a background HNSW build.",
     )
+    vector_quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: Qdrant's scalar quantization for new collections; the int8 copy "
+        "(a quarter of the size) is searched in RAM, the full vectors stay on disk to rescore "
+        "the best candidates.",
+    )
     worker_concurrency: int = Field(8, description="Threads (embedded) or processes per worker.")
     ingest_concurrency: int = Field(
         6,

@@ -47,8 +47,11 @@ class _Collection:
 class EdgeVectors:
     """The VectorStore protocol over qdrant-edge shards under `root`."""
 
-    def __init__(self, root: Path, index_threshold: int = 20_000) -> None:
+    def __init__(
+        self, root: Path, index_threshold: int = 20_000, quantization: str = "none"
+    ) -> None:
         self._root = root
+        self._quantization = quantization
         self._root.mkdir(parents=True, exist_ok=True)
         self._collections: dict[str, _Collection] = {}
         self._lock = threading.Lock()
@@ -69,7 +72,7 @@ class EdgeVectors:
                 # the same point as our threshold, so a build always produces an index.
                 kb = max(1, self._threshold * dim * 4 // 1024)
                 config = qe.EdgeConfig(
-                    vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+                    vectors=_vector_params(dim, self._quantization),
                     optimizers=qe.EdgeOptimizersConfig(indexing_threshold=kb),
                     wal_enabled=True,
                 )
@@ -216,6 +219,7 @@ class EdgeVectors:
             filter=qe.Filter(must=conditions) if conditions else None,
             with_payload=True,
             with_vector=False,
+            params=_RESCORE if self._quantization == "int8" else None,
         )
         with entry.lock:
             points = entry.shard.query(request)
@@ -246,6 +250,24 @@ class EdgeVectors:
                     entry.shard.flush()
                     entry.shard.close()
             self._collections.clear()
+
+
+# int8 scores pick twice the candidates; their full vectors, read from disk, rank them.
+_RESCORE = qe.SearchParams(quantization=qe.QuantizationSearchParams(rescore=True, oversampling=2.0))
+
+
+def _vector_params(dim: int, quantization: str) -> Any:
+    if quantization != "int8":
+        return qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+    # The int8 copy pinned in RAM is searched; the full vectors, on disk, rescore the best.
+    return qe.EdgeVectorParams(
+        size=dim,
+        distance=qe.Distance.Cosine,
+        memory=qe.Memory.Cold,
+        quantization_config=qe.ScalarQuantizationConfig(
+            type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned
+        ),
+    )
 
 
 def _stop(entry: _Collection) -> None:

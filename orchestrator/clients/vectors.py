@@ -50,17 +50,21 @@ def open_store(settings: Settings) -> VectorStore:
 
         if settings.qdrant_url.startswith(":memory:"):
             return ServerVectors(QdrantClient(location=":memory:"))
-        return ServerVectors(QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key))
+        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        return ServerVectors(client, settings.vector_quantization)
     from orchestrator.clients.edge import EdgeVectors
 
-    return EdgeVectors(settings.vectors_dir, settings.edge_index_threshold)
+    return EdgeVectors(
+        settings.vectors_dir, settings.edge_index_threshold, settings.vector_quantization
+    )
 
 
 class ServerVectors:
     """A Qdrant server (or cluster) through qdrant-client; one Qdrant collection per ours."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, quantization: str = "none") -> None:
         self._client = client
+        self._quantization = quantization
         self._known: set[str] = set()
         self._lock = threading.Lock()
 
@@ -71,9 +75,19 @@ class ServerVectors:
             if collection in self._known:
                 return
             if not self._client.collection_exists(collection):
+                int8 = self._quantization == "int8"
                 self._client.create_collection(
                     collection,
-                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                    vectors_config=models.VectorParams(
+                        size=dim, distance=models.Distance.COSINE, on_disk=int8
+                    ),
+                    quantization_config=models.ScalarQuantization(
+                        scalar=models.ScalarQuantizationConfig(
+                            type=models.ScalarType.INT8, quantile=0.99, always_ram=True
+                        )
+                    )
+                    if int8
+                    else None,
                 )
                 self._client.create_payload_index(
                     collection, DOCUMENT_KEY, models.PayloadSchemaType.KEYWORD

@@ -1,6 +1,7 @@
 """The same cases against both adapters: qdrant-edge shards and qdrant-client (local mode
 standing in for a Qdrant server)."""
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +16,15 @@ from orchestrator.clients.vectors import ServerVectors, VectorPoint, VectorStore
 DIM = 16
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "server", "edge-int8", "server-int8"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    """Every case holds with Qdrant's int8 scalar quantization on, too."""
     adapter: VectorStore
-    if request.param == "edge":
-        adapter = EdgeVectors(tmp_path / "shards")
+    kind, _, quantization = request.param.partition("-")
+    if kind == "edge":
+        adapter = EdgeVectors(tmp_path / "shards", quantization=quantization or "none")
     else:
-        adapter = ServerVectors(QdrantClient(location=":memory:"))
+        adapter = ServerVectors(QdrantClient(location=":memory:"), quantization or "none")
     yield adapter
     adapter.close()
 
@@ -129,3 +132,12 @@ def test_edge_indexes_in_the_background_and_keeps_writes_made_meanwhile(tmp_path
     assert reopened.count("c") == 2000 and not reopened.indexing("c")
     reopened.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".next", ".old", "c"]
+
+
+def test_int8_quantization_is_in_a_new_shards_config(tmp_path: Path) -> None:
+    store = EdgeVectors(tmp_path, quantization="int8")
+    store.upsert("c", DIM, _points(3))
+    store.close()
+    vectors = json.loads((tmp_path / "c" / "edge_config.json").read_text())["vectors"][""]
+    assert vectors["quantization_config"]["scalar"]["type"] == "int8"
+    assert vectors["memory"] == "cold"  # full vectors on disk, for rescoring

@@ -1,0 +1,165 @@
+"""How the store's cost grows with the corpus, Qdrant's int8 scalar quantization off and on.
+
+    python -m perf.scale      (PERF_SCALE=10000,100000 by default; add 1000000 for the 1M run)
+
+Per size and setting, in a fresh process so its memory is its own: the points are written
+through `EdgeVectors` (the worker's store) in batches of 5,000 -> upserts/s; the background
+HNSW build the worker runs, started by the last batch but one -> seconds from the last
+write until the index is live (the last batch stays unindexed, searched exactly); 1,000
+searches one at a time (top 5, with payload) -> p50/p99 ms; the process's resident memory;
+the shard's size on disk; recall@5 against exact (brute-force) neighbours, so the cost of
+quantization in quality shows. Vectors are real corpus embeddings plus noise, as in
+perf.ingest_search: embedding a million chunks here would take hours, and perf.ingest_search
+measures that rate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.corpus import chunks
+from orchestrator.clients.edge import EdgeVectors
+from orchestrator.clients.vectors import VectorPoint
+from orchestrator.encoder import Matrix, OnnxEncoder
+from orchestrator.settings import Settings
+from perf.common import save_results
+from perf.soak import rss_mb
+
+SIZES = [int(n) for n in os.environ.get("PERF_SCALE", "10000,100000").split(",")]
+SEARCHES = 1000
+BATCH = 5000
+
+
+def seeds(path: Path) -> None:
+    """400 real chunk embeddings (the served model's export) into `path`, in the parent: the
+    measured processes then hold no model."""
+    folder = Settings().model_repository / "embed" / "1"
+    vectors, _ = OnnxEncoder(folder, threads=2).encode(chunks(400))
+    np.save(path, vectors)
+
+
+def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[str, Any]:
+    """Write, index and search one collection; runs in its own process."""
+    base, texts = np.load(seed_file), chunks(400)
+    rng = np.random.default_rng(0)
+    # One HNSW build, started by the last batch but one, as perf.ingest_search fills its shard.
+    store = EdgeVectors(folder, index_threshold=max(1, points - BATCH), quantization=quantization)
+    start = time.perf_counter()
+    for offset in range(0, points, BATCH):
+        idx = rng.integers(0, len(base), size=min(BATCH, points - offset))
+        rows = base[idx] + rng.normal(scale=0.03, size=(len(idx), base.shape[1]))
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        store.upsert(
+            "scale",
+            base.shape[1],
+            [
+                VectorPoint(
+                    f"{offset + k:032x}",
+                    row.astype(np.float32).tolist(),
+                    {"document_id": f"d{(offset + k) // 50}", "text": texts[j]},
+                )
+                for k, (j, row) in enumerate(zip(idx, rows, strict=True))
+            ],
+        )
+    write_s = time.perf_counter() - start
+    start = time.perf_counter()
+    while store.indexing("scale"):
+        time.sleep(0.5)
+    index_s = time.perf_counter() - start
+    queries = base[rng.integers(0, len(base), SEARCHES)] + rng.normal(
+        scale=0.03, size=(SEARCHES, base.shape[1])
+    )
+    latencies, hits = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        found = store.search("scale", q.astype(np.float32).tolist(), 5, {})
+        latencies.append(time.perf_counter() - t0)
+        hits.append({int(h.id.replace("-", ""), 16) for h in found})
+    ms = np.array(latencies) * 1000
+    rss = rss_mb(os.getpid())  # before the exact neighbours below hold every vector
+    unindexed = store.unindexed("scale")
+    store.close()
+    return {
+        "points": points,
+        "quantization": quantization,
+        "upserts_per_s": round(points / write_s),
+        "index_wait_s": round(index_s, 1),
+        "unindexed": unindexed,
+        "search_p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "search_p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "rss_mb": round(rss),
+        "disk_mb": round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20),
+        "recall@5": round(_recall(base, points, queries, hits), 4),
+    }
+
+
+def _recall(base: Matrix, points: int, queries: Matrix, hits: list[set[int]]) -> float:
+    """Share of the exact top 5 found; the corpus regenerated batch by batch from its seed."""
+    rng = np.random.default_rng(0)
+    unit = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    best = np.full((len(unit), 5), -2.0, dtype=np.float32)
+    best_ids = np.zeros((len(unit), 5), dtype=np.int64)
+    for offset in range(0, points, BATCH):
+        idx = rng.integers(0, len(base), size=min(BATCH, points - offset))
+        rows = base[idx] + rng.normal(scale=0.03, size=(len(idx), base.shape[1]))
+        rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+        scores = np.concatenate([best, unit @ rows.T], axis=1)
+        ids = np.concatenate(
+            [best_ids, np.broadcast_to(offset + np.arange(len(idx)), (len(unit), len(idx)))], axis=1
+        )
+        top = np.argpartition(-scores, 5, axis=1)[:, :5]
+        best, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
+    found = sum(len(got & set(row.tolist())) for got, row in zip(hits, best_ids, strict=True))
+    return found / (5 * len(hits))
+
+
+def main() -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        seed_file = Path(tmp) / "seeds.npy"
+        seeds(seed_file)
+        for points in SIZES:
+            for quantization in ("none", "int8"):
+                store = Path(tmp) / f"{points}-{quantization}"
+                command = [sys.executable, "-m", "perf.scale", str(points), quantization]
+                command += [str(store), str(seed_file)]
+                out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                rows.append(json.loads(out.strip().splitlines()[-1]))
+                print(rows[-1], flush=True)
+                shutil.rmtree(store)
+    save_results("scale", rows, report(rows))
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# How the store's cost grows (qdrant-edge, one process, 384-dim cosine)",
+        "",
+        "| points | quantization | upserts/s | index live after s | search p50 / p99 ms | "
+        "recall@5 vs exact | RSS MB | disk MB |",
+        "|---:|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['points']:,} | {r['quantization']} | {r['upserts_per_s']:,} | "
+            f"{r['index_wait_s']} | {r['search_p50_ms']} / {r['search_p99_ms']} | "
+            f"{r['recall@5']} | {r['rss_mb']:,} | {r['disk_mb']:,} |"
+        )
+    lines += ["", "Command: `PERF_SCALE=10000,100000 python -m perf.scale`."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5:
+        print(json.dumps(one(int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))))
+    else:
+        main()
