@@ -154,7 +154,7 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"{r['index_wait_s']} | {r['search_p50_ms']} / {r['search_p99_ms']} | "
             f"{r['recall@5']} | {r['rss_mb']:,} | {r['disk_mb']:,} |"
         )
-    lines += ["", "Command: `PERF_SCALE=10000,100000 python -m perf.scale`."]
+    lines += ["", f"Command: `PERF_SCALE={','.join(map(str, SIZES))} python -m perf.scale`."]
     return "\n".join(lines) + "\n"
 
 
