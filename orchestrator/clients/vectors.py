@@ -146,14 +146,21 @@ class ServerVectors:
     def search(
         self, collection: str, vector: list[float], limit: int, match: dict[str, Any]
     ) -> list[Hit]:
+        from qdrant_client import models
+
         if not self._exists(collection):
             return []
+        rescore = models.QuantizationSearchParams(rescore=True, oversampling=2.0)
         response = self._client.query_points(
             collection,
             query=vector,
             limit=limit,
             query_filter=_server_filter(match) if match else None,
             with_payload=True,
+            # As the edge adapter: twice the candidates by int8, ranked by the full vectors.
+            search_params=models.SearchParams(quantization=rescore)
+            if self._quantization == "int8"
+            else None,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
