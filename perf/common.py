@@ -15,10 +15,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from orchestrator.encoder import Matrix
 from orchestrator.settings import PORT_FIELDS, Settings
 from orchestrator.tritonserver import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def noisy_batches(
+    seeds: Matrix, count: int, rng: np.random.Generator, batch: int = 5000
+) -> Iterator[tuple[int, NDArray[np.int64], NDArray[np.float64]]]:
+    """`count` unit vectors scattered around `seeds` (real embeddings plus noise), `batch`
+    at a time: (offset of the batch, the seed each row came from, the rows)."""
+    for offset in range(0, count, batch):
+        idx = rng.integers(0, len(seeds), size=min(batch, count - offset))
+        rows = seeds[idx] + rng.normal(scale=0.03, size=(len(idx), seeds.shape[1]))
+        yield offset, idx, rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
 def save_results(name: str, results: Any, markdown: str, folder: Path = RESULTS) -> None:

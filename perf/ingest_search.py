@@ -37,7 +37,7 @@ from orchestrator.encoder import Matrix
 from orchestrator.jobs import collections_key, scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
-from perf.common import own_stack, save_results
+from perf.common import noisy_batches, own_stack, save_results
 
 DOCS = int(os.environ.get("PERF_DOCS", "60"))
 SECONDS = float(os.environ.get("PERF_SECONDS", "15"))
@@ -104,12 +104,8 @@ def fill(settings: Settings, collection: str, seeds: Matrix, texts: list[str]) -
     embedded.down_part(worker, settings)
     # One background HNSW build near the end of the fill, as the worker would run it.
     store = EdgeVectors(settings.vectors_dir, index_threshold=POINTS - 5000)
-    rng = np.random.default_rng(0)
     name = scoped("default", collection)
-    for start in range(0, POINTS, 5000):
-        idx = rng.integers(0, len(seeds), size=min(5000, POINTS - start))
-        rows = seeds[idx] + rng.normal(scale=0.03, size=(len(idx), seeds.shape[1]))
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    for start, idx, rows in noisy_batches(seeds, POINTS, np.random.default_rng(0)):
         points = [
             VectorPoint(
                 f"{start + k:032x}",

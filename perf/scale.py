@@ -32,7 +32,7 @@ from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.vectors import VectorPoint
 from orchestrator.encoder import Matrix, OnnxEncoder
 from orchestrator.settings import Settings
-from perf.common import save_results
+from perf.common import noisy_batches, save_results
 from perf.soak import rss_mb
 
 SIZES = [int(n) for n in os.environ.get("PERF_SCALE", "10000,100000").split(",")]
@@ -55,10 +55,7 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
     # One HNSW build, started by the last batch but one, as perf.ingest_search fills its shard.
     store = EdgeVectors(folder, index_threshold=max(1, points - BATCH), quantization=quantization)
     start = time.perf_counter()
-    for offset in range(0, points, BATCH):
-        idx = rng.integers(0, len(base), size=min(BATCH, points - offset))
-        rows = base[idx] + rng.normal(scale=0.03, size=(len(idx), base.shape[1]))
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    for offset, idx, rows in noisy_batches(base, points, rng, BATCH):
         store.upsert(
             "scale",
             base.shape[1],
@@ -109,11 +106,8 @@ def _recall(base: Matrix, points: int, queries: Matrix, hits: list[set[int]]) ->
     unit = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     best = np.full((len(unit), 5), -2.0, dtype=np.float32)
     best_ids = np.zeros((len(unit), 5), dtype=np.int64)
-    for offset in range(0, points, BATCH):
-        idx = rng.integers(0, len(base), size=min(BATCH, points - offset))
-        rows = base[idx] + rng.normal(scale=0.03, size=(len(idx), base.shape[1]))
-        rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-        scores = np.concatenate([best, unit @ rows.T], axis=1)
+    for offset, idx, rows in noisy_batches(base, points, rng, BATCH):
+        scores = np.concatenate([best, unit @ rows.astype(np.float32).T], axis=1)
         ids = np.concatenate(
             [best_ids, np.broadcast_to(offset + np.arange(len(idx)), (len(unit), len(idx)))], axis=1
         )
