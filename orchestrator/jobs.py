@@ -17,6 +17,7 @@ from orchestrator.errors import ErrorCode, TritonRagError
 PREFIX = "tritonrag:"
 BLOB_TTL_S = 7 * 24 * 3600
 JOB_TTL_S = 30 * 24 * 3600
+OPEN_JOBS = f"{PREFIX}open-jobs"  # unfinished job ids by creation time (workers/sweep.py)
 
 
 class JobState(StrEnum):
@@ -113,6 +114,7 @@ class JobStore:
         pipe.expire(job_key(job_id), JOB_TTL_S)
         pipe.hset(self._docs(tenant, collection), document["document_id"], json.dumps(record))
         pipe.sadd(collections_key(tenant), collection)
+        pipe.zadd(OPEN_JOBS, {job_id: now})
         pipe.execute()
         return job_id
 
@@ -137,6 +139,25 @@ class JobStore:
         if "state" in fields and fields["state"] != JobState.QUEUED and "started_at" not in fields:
             self.redis.hsetnx(job_key(job_id), "started_at", fields["updated_at"])
         self.redis.hset(job_key(job_id), mapping={k: _enc(v) for k, v in fields.items()})
+        if "finished_at" in fields:
+            self.redis.zrem(OPEN_JOBS, job_id)
+
+    def stale_jobs(self, before: float) -> list[str]:
+        """Unfinished jobs not updated since `before`, oldest first."""
+        raw: list[bytes] = self.redis.zrangebyscore(OPEN_JOBS, 0, before)  # type: ignore[assignment]
+        ids = [i.decode() for i in raw]
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), "state", "updated_at")
+        stale, closed = [], []
+        for job_id, (state, updated) in zip(ids, pipe.execute(), strict=True):
+            if state is None or JobState(state.decode()).terminal:
+                closed.append(job_id)  # expired, or finished while we looked
+            elif float(updated) < before:
+                stale.append(job_id)
+        if closed:
+            self.redis.zrem(OPEN_JOBS, *closed)
+        return stale
 
     def add_count(self, job_id: str, counter: str, n: int) -> None:
         self.redis.hincrby(job_key(job_id), counter, n)

@@ -10,7 +10,8 @@ queue, off the unacked set):
   nor the release got through; threads pool, where tasks run in the receiving process);
 - unacked messages older than a minute that no live worker holds (received by a worker that
   died before it could record them).
-The visibility timeout stays as a backstop, far above any task's duration.
+The visibility timeout stays as a backstop, far above any task's duration. A message lost
+outright (taken off its list by a worker killed before it recorded it) is sweep.py's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from celery import Celery
 
 from orchestrator.jobs import PREFIX, JobStore
 from orchestrator.settings import Settings
+from workers import sweep
 
 log = logging.getLogger("tritonrag.worker")
 HEARTBEAT_S = 5.0
@@ -115,7 +117,7 @@ def _restore_unheld(app: Celery, store: JobStore, held: set[str]) -> int:
         )
         tags = sorted({t.decode() for t in old} - held)  # type: ignore[union-attr]
         for tag in tags:
-            channel.qos.restore_by_tag(tag, leftmost=True)
+            channel.qos.restore_by_tag(tag, leftmost=False)
     if tags:
         log.warning("restored %d unacked task(s) that no live worker holds", len(tags))
     return len(tags)
@@ -138,7 +140,8 @@ def _restore(app: Celery, tags: list[str]) -> None:
         with app.connection_for_write() as connection:
             qos: Any = connection.default_channel.qos
             for tag in tags:
-                qos.restore_by_tag(tag, leftmost=True)  # it waited long enough
+                # To the front (consumers BRPOP the right end): it waited long enough.
+                qos.restore_by_tag(tag, leftmost=False)
 
 
 def _run(app: Celery, store: JobStore) -> None:
@@ -147,5 +150,7 @@ def _run(app: Celery, store: JobStore) -> None:
         try:
             beat(store)
             restore_dead(app, store)
+            if sweep.due(store, identity()):
+                sweep.sweep(app, store)
         except Exception:  # Redis away for a moment: the next beat tries again
             log.exception("liveness pass failed")

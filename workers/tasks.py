@@ -51,7 +51,11 @@ def ingest_document(self: Task, job_id: str) -> str:
 
 def _gated(task: Task, job_id: str) -> str:
     rt = runtime()
-    if not gate.enter(alone=rt.jobs.deliveries(job_id) > 0):
+    job = rt.jobs.job(job_id)
+    if job is None or JobState(job["state"]).terminal:
+        # A second message for a finished job (workers/sweep.py): not a delivery to count.
+        return str(job["state"]) if job else JobState.FAILED.value
+    if not gate.enter(alone=job["deliveries"] > 0):
         # It raced past the lane's pause: back to the queue, once.
         log.info("ingest slots full: job %s goes back to the queue", job_id)
         task.apply_async((job_id,))
