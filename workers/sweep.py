@@ -16,6 +16,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery
@@ -26,6 +27,7 @@ from workers.celery_app import INGEST, INGEST_DOCUMENT, lane_keys
 log = logging.getLogger("tritonrag.worker")
 STALE_S = 60.0  # a job untouched this long is looked for
 EVERY_S = 30
+PAGE = 1000
 _LOCK = f"{PREFIX}sweep-lock"
 _MISSING = f"{PREFIX}sweep-missing"  # jobs the last sweep did not find
 
@@ -56,15 +58,24 @@ def _present(app: Celery, store: JobStore) -> set[str]:
     """Job ids with an ingest message waiting or unacked. The lane is read first: a message
     moves from it to the unacked, so one in flight is seen in one of them (or, popped but not
     yet recorded, missed once, which is why a job must be missed twice)."""
-    pipe = store.redis.pipeline()
-    for key in lane_keys(INGEST):
-        pipe.lrange(key, 0, -1)
-    waiting = [json.loads(raw) for rows in pipe.execute() for raw in rows]
+    present = {job for raw in _waiting(store) if (job := _job_id(json.loads(raw)))}
     with app.connection_for_write() as connection:
         channel: Any = connection.default_channel
-        unacked = store.redis.hvals(channel.unacked_key)
-    payloads = waiting + [json.loads(raw)[0] for raw in unacked]
-    return {job for payload in payloads if (job := _job_id(payload))}
+        for _, raw in store.redis.hscan_iter(channel.unacked_key, count=PAGE):
+            if job := _job_id(json.loads(raw)[0]):
+                present.add(job)
+    return present
+
+
+def _waiting(store: JobStore) -> Iterator[bytes]:
+    """The ingest lane's messages, a page at a time (a backlog can be long). Paged from the
+    left end: publishing pushes there and shifts what follows, so a message may be read
+    twice but none is skipped; consumers pop the right end."""
+    for key in lane_keys(INGEST):
+        start = 0
+        while page := store.redis.lrange(key, start, start + PAGE - 1):
+            yield from page  # type: ignore[misc]  # redis-py types replies loosely
+            start += PAGE
 
 
 def _job_id(payload: dict[str, Any]) -> str | None:

@@ -90,3 +90,13 @@ def test_one_worker_sweeps_per_period(jobs: JobStore) -> None:
     assert sweep.due(jobs, "a")
     assert not sweep.due(jobs, "b")
     assert 0 < jobs.redis.ttl("tritonrag:sweep-lock") <= sweep.EVERY_S
+
+
+def test_a_long_backlog_is_read_in_pages(app: Celery, jobs: JobStore) -> None:
+    waiting = [_job(jobs, f"w{i}") for i in range(2 * sweep.PAGE + 100)]
+    for job_id in waiting:
+        _publish(app, job_id)
+    lost = _job(jobs, "lost")
+    assert sweep._present(app, jobs) == set(waiting)
+    sweep.sweep(app, jobs, now=_later())
+    assert sweep.sweep(app, jobs, now=_later()) == [lost]
