@@ -13,7 +13,7 @@ LLAMA_CPP := llama-cpp-python==0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF  # no multimodal library: text generation only
 
-.PHONY: setup model llm up down status demo test lint unit integration reliability perf clean
+.PHONY: setup model llm up down status demo test lint unit integration reliability perf peers compare clean
 
 setup: $(VENV)/.installed $(MODEL) $(LLM)
 
@@ -87,6 +87,19 @@ perf: setup
 	$(BIN)/python -m perf.ingest_search
 	$(BIN)/python -m perf.answer_quality
 	$(BIN)/python -m perf.answer_latency
+
+# Peers for perf/compare.py, each in its own virtual environment under .peers/ (not needed
+# by anything else). torch==2.13.0 is the CPU build already on disk.
+PEERS := .peers
+peers: $(PEERS)/infinity/.installed $(PEERS)/seed/.installed
+
+$(PEERS)/%/.installed: perf/peers/%.txt
+	test -x $(PEERS)/$*/bin/python || $(PYTHON) -m venv $(PEERS)/$*
+	$(PEERS)/$*/bin/pip install -q -r $<
+	touch $@
+
+compare: setup peers
+	$(BIN)/python -m perf.compare
 
 clean: down
 	rm -rf .runtime .models model_repository/cpu/*/1 model_repository/cpu/*/warmup

@@ -1,0 +1,281 @@
+"""Embedding servers side by side: one run, this machine, the same real texts, one text per
+request, the same load generator at concurrency 1, 8 and 32.
+
+    python -m perf.compare        (`make compare`; PERF_SECONDS per point, default 10)
+
+- tritonrag `/v1/embeddings`, int8 (`embed`, the default) and fp32 (`embed_fp32`), on the
+  embedded stack with Triton's response cache off (texts repeat; every one must be inferred);
+- Triton directly: HTTP by the same generator, gRPC by perf_analyzer;
+- Infinity (`infinity-emb`, torch engine) and the seed documents' design
+  (perf/peers/seed_app.py: FastAPI + sentence-transformers under gunicorn, one worker per
+  core), each from its own virtual environment under .peers/ (`make peers`); a peer that is
+  missing or does not start is reported with its error;
+- raw ONNX Runtime in-process at its best layout (perf.side_by_side): the ceiling.
+
+The generator is wrk (C and LuaJIT, Debian's `wrk`) cycling through the texts; its own CPU is
+measured and reported. wrk is closed loop: each connection sends its next request when the
+last is answered. No open-loop generator (wrk2, vegeta) is in the package registries we may
+use, so the figures are throughput and latency at a fixed number of requests in flight.
+Results: perf/results/compare.{md,csv,json,png}.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from export.corpus import chunks
+from export.onnx_graph import default_model_dir
+from export.run import cpu_isa
+from orchestrator.tritonserver import free_port
+from perf.common import RESULTS, own_stack, run_perf_analyzer, save_results
+from perf.side_by_side import best_raw
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / ".peers"
+LUA = Path(__file__).resolve().parent / "peers" / "load.lua"
+SECONDS = float(os.environ.get("PERF_SECONDS", "10"))
+CONCURRENCY = (1, 8, 32)
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    body: Callable[[str], dict[str, Any]]
+
+
+def openai_body(model: str) -> Callable[[str], dict[str, Any]]:
+    return lambda text: {"input": text, "model": model}
+
+
+def triton_body(text: str) -> dict[str, Any]:
+    return {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [text]}]}
+
+
+def wrk_point(target: Target, texts: list[str], concurrency: int) -> dict[str, Any]:
+    """One wrk run: answered requests/s, p50/p99 ms, 429s and other errors, and the cores wrk
+    itself used."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        bodies.write_text("".join(json.dumps(target.body(t)) + "\n" for t in texts))
+        threads = min(concurrency, 2)
+        cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", "-d2s", "-s", str(LUA), target.url]
+        env = {**os.environ, "BODIES": str(bodies)}
+        subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm-up
+        cmd[3] = f"-d{SECONDS:.0f}s"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "target": target.name,
+        "concurrency": concurrency,
+        "rps": (figures["requests"] - figures["errors"]) / figures["seconds"],
+        "p50_ms": figures["p50_ms"],
+        "p99_ms": figures["p99_ms"],
+        "shed": figures["shed"],
+        "errors": figures["errors"] - figures["shed"],
+        "generator_cores": cpu / wall,
+    }
+
+
+def grpc_point(settings: Any, texts: list[str], concurrency: int) -> dict[str, Any]:
+    row = run_perf_analyzer(settings, "embed", texts, concurrency, SECONDS)
+    return {
+        "target": "Triton gRPC (perf_analyzer), int8",
+        "concurrency": concurrency,
+        "rps": row["Inferences/Second"],
+        "p50_ms": row["p50 latency"] / 1000,
+        "p99_ms": row["p99 latency"] / 1000,
+        "shed": 0,
+        "errors": 0,
+        "generator_cores": None,
+    }
+
+
+def _wait_serving(target: Target, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}")
+        try:
+            if httpx.post(target.url, json=target.body("ready?"), timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"not serving after {timeout_s:.0f} s")
+
+
+@contextmanager
+def peer(name: str, log: Path) -> Iterator[Target]:
+    """Start peer `name` from its virtual environment; stopped on exit."""
+    port, model = free_port(), str(default_model_dir())
+    bin_dir = PEERS / name / "bin"
+    if not bin_dir.exists():
+        raise RuntimeError(f"{bin_dir} is missing: run `make peers`")
+    offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if name == "infinity":
+        cmd = [
+            str(bin_dir / "infinity_emb"), "v2", "--model-id", model,
+            "--served-model-name", MODEL_NAME, "--engine", "torch",
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        env = offline | {"INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+        url = f"http://127.0.0.1:{port}/embeddings"
+        target = Target("Infinity (torch)", url, openai_body(MODEL_NAME))
+    else:
+        cmd = [
+            str(bin_dir / "gunicorn"), "-w", str(os.cpu_count() or 1),
+            "-k", "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{port}",
+            "--chdir", str(LUA.parent), "seed_app:app",
+        ]  # fmt: skip
+        env = offline | {"SEED_MODEL": model}
+        url = f"http://127.0.0.1:{port}/v1/embeddings"
+        target = Target("seed design (gunicorn)", url, openai_body(MODEL_NAME))
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=out)
+    try:
+        _wait_serving(target, process, 300)
+        yield target
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> None:
+    texts = chunks(500)
+    cores = os.cpu_count() or 1
+    rows: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("infinity", "seed"):
+            log = Path(tmp) / f"{name}.log"
+            try:
+                with peer(name, log) as target:
+                    rows += [wrk_point(target, texts, c) for c in CONCURRENCY]
+            except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                failures[name] = f"{exc}\n{tail}".strip()
+    with own_stack(triton_cache_mb=0) as settings:
+        api = f"http://127.0.0.1:{settings.port}/v1/embeddings"
+        targets = [
+            Target("tritonrag /v1/embeddings, int8", api, openai_body("embed")),
+            Target("tritonrag /v1/embeddings, fp32", api, openai_body("embed_fp32")),
+            Target(
+                "Triton HTTP (wrk), int8",
+                f"http://{settings.triton_http_url}/v2/models/embed/infer",
+                triton_body,
+            ),
+        ]
+        for target in targets:
+            rows += [wrk_point(target, texts, c) for c in CONCURRENCY]
+        rows += [grpc_point(settings, texts, c) for c in CONCURRENCY]
+        repo = settings.model_repository
+    raw = {v: best_raw(repo / f"embed_{v}" / "1", texts, cores)["best"] for v in ("int8", "fp32")}
+    report(rows, raw, failures, texts, cores)
+
+
+def report(
+    rows: list[dict[str, Any]],
+    raw: dict[str, dict[str, Any]],
+    failures: dict[str, str],
+    texts: list[str],
+    cores: int,
+) -> None:
+    mean = round(sum(map(len, texts)) / len(texts))
+    lines = [
+        f"CPU: {cpu_isa()}, {cores} cores; {len(texts)} real RAG chunks (mean {mean} chars), "
+        f"one per request; wrk closed loop, {SECONDS:.0f} s per point after 2 s of warm-up.",
+        "",
+        "| server | concurrency | answered/s | p50 ms | p99 ms | 429s | other errors "
+        "| wrk's cores |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gen = "-" if r["generator_cores"] is None else f"{r['generator_cores']:.2f}"
+        lines.append(
+            f"| {r['target']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['shed']} | {r['errors']} | {gen} |"
+        )
+    lines += ["", "Raw ONNX Runtime in-process, best layout (the ceiling):", ""]
+    for variant, best in raw.items():
+        lines.append(
+            f"- {variant}: {best['texts_per_s']:.1f} texts/s ({best['sessions']} x "
+            f"{best['threads']} threads, batch {best['batch']})"
+        )
+    ratios = _ratios(rows, raw)
+    if ratios:
+        lines += ["", "At concurrency 32:", ""] + [f"- {k}: {v:.2f}" for k, v in ratios.items()]
+    for name, error in failures.items():
+        lines += ["", f"**{name} did not run:**", "", "```", error, "```"]
+    RESULTS.mkdir(exist_ok=True)
+    with (RESULTS / "compare.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = {"cpu_isa": cpu_isa(), "cores": cores, "rows": rows, "raw": raw, "ratios": ratios}
+    save_results("compare", result | {"failures": failures}, "\n".join(lines) + "\n")
+    _chart(rows, RESULTS / "compare.png")
+
+
+def _ratios(rows: list[dict[str, Any]], raw: dict[str, dict[str, Any]]) -> dict[str, float]:
+    at = {r["target"]: r for r in rows if r["concurrency"] == 32}
+    ours = at.get("tritonrag /v1/embeddings, int8")
+    if ours is None:
+        return {}
+    out = {"tritonrag int8 / raw ORT int8": ours["rps"] / raw["int8"]["texts_per_s"]}
+    fp32 = at.get("tritonrag /v1/embeddings, fp32")
+    if fp32:
+        out["tritonrag fp32 / raw ORT fp32"] = fp32["rps"] / raw["fp32"]["texts_per_s"]
+    for name, row in at.items():
+        if not name.startswith("tritonrag"):
+            out[f"tritonrag int8 / {name}: requests/s"] = ours["rps"] / row["rps"]
+            out[f"tritonrag int8 / {name}: p99"] = ours["p99_ms"] / row["p99_ms"]
+    return out
+
+
+def _chart(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in dict.fromkeys(r["target"] for r in rows):
+        mine = [r for r in rows if r["target"] == name]
+        conc = [r["concurrency"] for r in mine]
+        left.plot(conc, [r["rps"] for r in mine], "o-", label=name)
+        right.plot(conc, [r["p99_ms"] for r in mine], "o-", label=name)
+    for ax, label in ((left, "requests/s"), (right, "p99 ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    right.set_yscale("log")
+    left.legend(fontsize=7)
+    fig.suptitle("One text per request, same texts, same machine, one run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
