@@ -41,11 +41,14 @@ class Variant:
         (folder / "variant.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
 
-def plan_groups(lengths: list[int], max_waste: float, max_group: int) -> list[list[int]]:
+def plan_groups(
+    lengths: list[int], max_waste: float, max_group: int, max_tokens: int = 1 << 30
+) -> list[list[int]]:
     """Split indices into groups of similar length.
 
     Indices are sorted by length; a group closes when padding it to the next length would
-    add more than `max_waste` (a fraction of real tokens), or when it holds `max_group` items.
+    add more than `max_waste` (a fraction of real tokens), when it holds `max_group` items,
+    or when its padded size would pass `max_tokens` (one long text is its own group).
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     groups: list[list[int]] = []
@@ -54,7 +57,9 @@ def plan_groups(lengths: list[int], max_waste: float, max_group: int) -> list[li
     for i in order:
         n = lengths[i]
         if current and (
-            len(current) >= max_group or n * (len(current) + 1) > (real + n) * (1.0 + max_waste)
+            len(current) >= max_group
+            or n * (len(current) + 1) > (real + n) * (1.0 + max_waste)
+            or n * (len(current) + 1) > max_tokens
         ):
             groups.append(current)
             current, real = [], 0
@@ -115,6 +120,7 @@ class OnnxEncoder:
         parallel: int = 1,
         max_waste: float = 0.1,
         max_group: int = 64,
+        max_group_tokens: int = 1 << 30,
     ) -> None:
         self.meta = Variant.load(folder)
         # Groups run side by side on `parallel` threads (ONNX Runtime releases the GIL), so one
@@ -122,6 +128,8 @@ class OnnxEncoder:
         self.pool = ThreadPoolExecutor(parallel, "ort") if parallel > 1 else None
         self.max_waste = max_waste
         self.max_group = max_group
+        self.parallel = parallel
+        self.max_group_tokens = max_group_tokens
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.meta.max_seq_length)
@@ -145,7 +153,11 @@ class OnnxEncoder:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         lengths = [len(e.ids) for e in encodings]
         result = np.empty((len(texts), self.meta.dim), dtype=np.float32)
-        groups = plan_groups(lengths, self.max_waste, self.max_group)
+        # At least one group per parallel run, or a batch of similar texts keeps one core busy.
+        per_run = -(-len(texts) // self.parallel)
+        groups = plan_groups(
+            lengths, self.max_waste, min(self.max_group, per_run), self.max_group_tokens
+        )
         # Longest work first, so the parallel runs finish close together.
         groups.sort(key=lambda g: -max(lengths[i] for i in g) * len(g))
         batches = [[encodings[i] for i in g] for g in groups]

@@ -29,3 +29,8 @@ def test_short_text_is_not_padded_to_a_long_one() -> None:
 
 def test_empty_input_gives_no_groups() -> None:
     assert plan_groups([], max_waste=0.1, max_group=8) == []
+
+
+def test_a_token_budget_groups_short_texts_and_leaves_long_ones_alone() -> None:
+    groups = plan_groups([20] * 12 + [150, 150], max_waste=0.1, max_group=64, max_tokens=128)
+    assert sorted(len(g) for g in groups) == [1, 1, 6, 6]
