@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.encoder import Matrix
@@ -44,14 +43,6 @@ class FakeEmbedder:
     @property
     def embedded(self) -> int:
         return sum(len(c) for c in self.calls)
-
-
-@pytest.fixture
-def jobs(redis_url: str) -> Iterator[JobStore]:
-    store = JobStore(redis.Redis.from_url(redis_url))
-    store.redis.flushdb()
-    yield store
-    store.redis.close()
 
 
 @pytest.fixture

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
-import redis
 from celery import Celery
 
 from orchestrator.jobs import JobState, JobStore
 from orchestrator.settings import Settings
 from workers import sweep
 from workers.celery_app import INGEST, INGEST_DOCUMENT, create_celery
-
-
-@pytest.fixture
-def jobs(redis_url: str) -> Iterator[JobStore]:
-    store = JobStore(redis.Redis.from_url(redis_url))
-    store.redis.flushdb()
-    yield store
-    store.redis.close()
 
 
 @pytest.fixture
