@@ -127,7 +127,9 @@ class OnnxEncoder:
         # Triton instance keeps every core busy whatever batch the dynamic batcher hands it.
         self.pool = ThreadPoolExecutor(parallel, "ort") if parallel > 1 else None
         self.max_waste = max_waste
-        self.max_group = max_group
+        # Dynamic int8 quantizes activations with one scale per ONNX Runtime call: texts sharing
+        # a call would change each other's vectors (by ~0.01 per dimension). One text per call.
+        self.max_group = 1 if self.meta.variant == "int8" else max_group
         self.parallel = parallel
         self.max_group_tokens = max_group_tokens
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
