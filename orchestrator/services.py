@@ -20,9 +20,16 @@ from orchestrator import timing
 from orchestrator.batcher import SearchBatcher
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobStore, collections_key, query_cache_key, reply_key
+from orchestrator.jobs import (
+    SEARCH_REQUESTS,
+    JobStore,
+    collections_key,
+    query_cache_key,
+    reply_key,
+)
 from orchestrator.metrics import CACHE
 from orchestrator.settings import Settings
+from workers import search_lane
 from workers.celery_app import ROUTES, SEARCH, create_celery
 
 
@@ -38,7 +45,14 @@ class Services:
     def __post_init__(self) -> None:
         async def call(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             timeout = self.settings.search_timeout_s
-            answers: list[dict[str, Any]] = await self.call(SEARCH, queries, timeout_s=timeout)
+            if self.settings.search_transport == "celery":
+                answers: list[dict[str, Any]] = await self.call(SEARCH, queries, timeout_s=timeout)
+                return answers
+            request_id = uuid.uuid4().hex
+            sent = time.perf_counter()
+            message = search_lane.request(request_id, queries, timeout)
+            await self.redis.lpush(SEARCH_REQUESTS, message)
+            answers = await self._reply(SEARCH, request_id, sent, timeout)
             return answers
 
         batcher = SearchBatcher(call, max_in_flight=self.settings.search_batches_in_flight)
@@ -70,6 +84,9 @@ class Services:
             queue=queue or ROUTES[task],
             expires=timeout_s,
         )
+        return await self._reply(task, request_id, sent, timeout_s)
+
+    async def _reply(self, task: str, request_id: str, sent: float, timeout_s: float) -> Any:
         answer = await self.redis.blpop([reply_key(request_id)], timeout=timeout_s)
         if answer is None:
             raise TritonRagError(

@@ -154,8 +154,13 @@ class Settings(BaseSettings):
     search_timeout_s: float = Field(10.0, description="Deadline for a search on the query lane.")
     search_batches_in_flight: int = Field(
         2,
-        description="Search tasks one API process keeps on the query lane; more wait and "
-        "go together in the next one.",
+        description="Search batches one API process keeps out (and search threads per "
+        "worker process); more wait and go together in the next one.",
+    )
+    search_transport: Literal["redis", "celery"] = Field(
+        "redis",
+        description='How searches reach a worker: "redis", a list its search threads pop '
+        '(perf/search_hop.py: less CPU and latency), or "celery", tasks on the query lane.',
     )
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."

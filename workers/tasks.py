@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_received,
+    worker_process_init,
     worker_ready,
     worker_shutdown,
 )
@@ -24,7 +26,7 @@ from orchestrator.jobs import JobState, reply_key, scoped
 from orchestrator.metrics import STORE_SEARCH_SECONDS, TASKS
 from orchestrator.pipeline import index, retrieve
 from workers import celery_app as lanes
-from workers import liveness, metrics
+from workers import liveness, metrics, search_lane
 from workers.celery_app import app
 from workers.gate import IngestGate, bind_step
 from workers.runtime import WorkerRuntime, close, runtime
@@ -91,8 +93,7 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
     return state.value
 
 
-@app.task(name=lanes.SEARCH)
-def search(request_id: str, queries: list[dict[str, Any]]) -> None:
+def run_searches(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A batch of searches (orchestrator/batcher.py): one answer or error per query."""
     store = runtime().store
 
@@ -100,7 +101,13 @@ def search(request_id: str, queries: list[dict[str, Any]]) -> None:
         with STORE_SEARCH_SECONDS.time(), tracing.tracer.start_as_current_span("store search"):
             return retrieve.search(store, q["collection"], q["vector"], q["top_k"], q["filters"])
 
-    _answer(request_id, lambda: [_one(lambda q=q: one(q)) for q in queries])
+    return [_one(lambda q=q: one(q)) for q in queries]
+
+
+@app.task(name=lanes.SEARCH)
+def search(request_id: str, queries: list[dict[str, Any]]) -> None:
+    """The same batch as a Celery task (`search_transport` "celery")."""
+    _answer(request_id, lambda: run_searches(queries))
 
 
 @app.task(name=lanes.DELETE_DOCUMENT)
@@ -148,8 +155,20 @@ def _answer(request_id: str, work: Any) -> None:
     pipe.execute()
 
 
+_search_lane: list[threading.Event] = []
+
+
+def _start_search_lane() -> None:
+    settings = lanes.settings
+    if settings.search_transport == "redis" and lanes.QUERY in app.amqp.queues.consume_from:
+        tracing.setup(settings, "tritonrag-worker")
+        _search_lane.append(search_lane.start(settings, run_searches, _answer))
+
+
 @worker_shutdown.connect
 def _close_stores(**_: Any) -> None:
+    for stop in _search_lane:
+        stop.set()
     close()
 
 
@@ -157,6 +176,13 @@ def _close_stores(**_: Any) -> None:
 def _start_liveness(**_: Any) -> None:
     liveness.start(app)  # a fresh worker restores what dead ones held
     metrics.serve(lanes.settings)
+    if app.conf.worker_pool != "prefork":  # prefork: each child starts its own
+        _start_search_lane()
+
+
+@worker_process_init.connect
+def _start_child_search_lane(**_: Any) -> None:
+    _start_search_lane()
 
 
 def _delivery_tag(task: Any) -> str | None:

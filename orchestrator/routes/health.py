@@ -15,9 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from orchestrator.deps import ServicesDep
 from orchestrator.errors import TritonRagError
+from orchestrator.jobs import SEARCH_REQUESTS
 from orchestrator.metrics import Metrics
 from orchestrator.services import Services
-from workers.celery_app import LANES, LLM, PING, SENT_AT, lane_keys
+from workers.celery_app import LANES, LLM, PING, QUERY, SENT_AT, lane_keys
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0
@@ -97,7 +98,8 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
 async def _lanes(services: Services, metrics: Metrics) -> None:
     now = time.time()
     for lane in LANES:
-        keys = lane_keys(lane)
+        # Direct searches (workers/search_lane.py) wait on the query lane too.
+        keys = lane_keys(lane) + ([SEARCH_REQUESTS] if lane == QUERY else [])
         async with services.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.llen(key)
