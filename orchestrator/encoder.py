@@ -165,8 +165,8 @@ class OnnxEncoder:
         groups.sort(key=lambda g: -max(lengths[i] for i in g) * len(g))
         batches = [[encodings[i] for i in g] for g in groups]
         # A lone group (a query) runs on this thread: the hand-off cost it ~0.5 ms.
-        parallel = self.pool is not None and len(batches) > 1
-        outputs = self.pool.map(self.run, batches) if parallel else map(self.run, batches)
+        pool = self.pool if len(batches) > 1 else None
+        outputs = pool.map(self.run, batches) if pool else map(self.run, batches)
         for group, out in zip(groups, outputs, strict=True):
             result[group] = out
         return result, np.asarray(lengths, dtype=np.int32)
