@@ -28,18 +28,18 @@ TRANSPORTS = ("celery", "redis")
 FRESH = 200  # variants of each query text
 
 
-def stack_cpu_s(settings: Settings) -> float:
-    """User + system CPU seconds of every stack process and its children so far."""
-    total = 0.0
+def stack_cpu_s(settings: Settings) -> dict[str, float]:
+    """User + system CPU seconds so far of each stack process (with its children: Triton's
+    stubs count as Triton)."""
+    spent: dict[str, float] = {}
     for part in embedded.parts(settings):
         pid = embedded.running_pid(part, settings)
         if pid is None:
             continue
         proc = psutil.Process(pid)
-        for p in [proc, *proc.children(recursive=True)]:
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
+        times = [p.cpu_times() for p in [proc, *proc.children(recursive=True)]]
+        spent[part.name] = sum(t.user + t.system for t in times)
+    return spent
 
 
 def measure(settings: Settings) -> dict[str, Any]:
@@ -62,8 +62,10 @@ def measure(settings: Settings) -> dict[str, Any]:
         texts = [f"{q} ({name} {i})" for i in range(FRESH) for q in queries] if fresh else queries
         before = stack_cpu_s(settings)
         run = search_latency(url, "hop", texts, SECONDS, users)
-        spent = stack_cpu_s(settings) - before
-        run["cpu_ms_per_search"] = round(spent / max(run["requests"], 1) * 1000, 2)
+        after, n = stack_cpu_s(settings), max(run["requests"], 1)
+        by_part = {k: round((after[k] - before.get(k, 0.0)) / n * 1000, 2) for k in after}
+        run["cpu_ms_per_search"] = round(sum(by_part.values()), 2)
+        run["cpu_ms_by_process"] = by_part
         runs[name] = run
         print(settings.search_transport, name, run, flush=True)
     return runs
@@ -90,14 +92,16 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         "# Search: Celery task vs Redis list (same run)",
         "",
-        "| transport | run | searches/s | p50 ms | p99 ms | stack CPU ms per search |",
-        "|---|---|---:|---:|---:|---:|",
+        "| transport | run | searches/s | p50 ms | p99 ms | stack CPU ms per search | of it, "
+        "by process |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for transport in TRANSPORTS:
         for name, run in r[transport].items():
+            parts = ", ".join(f"{k} {v}" for k, v in run["cpu_ms_by_process"].items() if v)
             lines.append(
                 f"| {transport} | {name} | {run['qps']} | {run['p50_ms']} | {run['p99_ms']} "
-                f"| {run['cpu_ms_per_search']} |"
+                f"| {run['cpu_ms_per_search']} | {parts} |"
             )
     lines += [
         "",
