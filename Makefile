@@ -85,6 +85,7 @@ perf: setup
 	$(BIN)/python -m perf.side_by_side
 	$(BIN)/python -m perf.perf_analyzer
 	$(BIN)/python -m perf.ingest_search
+	$(BIN)/python -m perf.search_hop
 	$(BIN)/python -m perf.answer_quality
 	$(BIN)/python -m perf.answer_latency
 

@@ -85,8 +85,14 @@ class Job(BaseModel):
     eta_s: float | None = Field(None, description="Seconds left at the current throughput.")
 
 
+# At least one character that is not whitespace as Python's str.isspace sees it (a plain \S
+# differs on \x1c-\x1f between regex engines: schemathesis found a query of "\x1f" valid
+# by the schema and refused as blank). A blank query or question is then a validation error (422).
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 class SearchRequest(BaseModel):
-    query: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=8192, pattern=NOT_BLANK)]
     top_k: TopK = 5
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."
@@ -146,7 +152,7 @@ class EmbeddingResponse(BaseModel):
 
 
 class AskRequest(BaseModel):
-    question: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+    question: Annotated[str, StringConstraints(min_length=1, max_length=100_000, pattern=NOT_BLANK)]
     top_k: TopK | None = Field(None, description="Chunks to retrieve (default: answer_top_k).")
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."

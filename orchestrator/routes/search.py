@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from orchestrator.deps import ServicesDep, TenantDep
-from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import scoped
 from orchestrator.routes.documents import Collection
 from orchestrator.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
@@ -17,8 +16,6 @@ router = APIRouter(prefix="/v1", tags=["search"], responses=ERROR_RESPONSES)
 async def search_collection(
     collection: Collection, body: SearchRequest, services: ServicesDep, tenant: TenantDep
 ) -> SearchResponse:
-    if not body.query.strip():
-        raise TritonRagError(ErrorCode.EMPTY_INPUT, "query is blank")
     await services.require_collection(tenant, collection)
     vector = await services.embed_query(body.query)
     hits = await services.searches.search(
