@@ -41,7 +41,8 @@ CHUNKS = Counter(
 )
 TASKS = Counter(
     "tritonrag_tasks",
-    "Task outcomes: succeeded, failed, retried (a Triton or store call), redelivered.",
+    "Task outcomes: succeeded, failed, retried (a Triton or store call), redelivered, expired "
+    "(a search past its deadline).",
     ["task", "outcome"],
 )
 STORE_SEARCH_SECONDS = Histogram(
