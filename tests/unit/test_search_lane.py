@@ -43,9 +43,11 @@ def _query(collection: str) -> dict[str, Any]:
     return {"collection": collection, "vector": [0.1, 0.2], "top_k": 3, "filters": {}}
 
 
-def test_the_worker_threads_answer_each_batch_in_order(client: redis.Redis, redis_url: str) -> None:
+def test_the_worker_threads_answer_every_batch_on_its_reply_key(
+    client: redis.Redis, redis_url: str
+) -> None:
     calls: list[list[dict[str, Any]]] = []
-    settings = Settings(redis_port=urlparse(redis_url).port, search_batches_in_flight=2)
+    settings = Settings(redis_port=urlparse(redis_url).port)
     stop = search_lane.start(settings, _searches(calls), _answer(client))
     try:
         for n in range(5):
