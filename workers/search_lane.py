@@ -24,7 +24,7 @@ from orchestrator import tracing
 from orchestrator.jobs import SEARCH_REQUESTS
 from orchestrator.metrics import TASKS
 from orchestrator.settings import Settings
-from workers.celery_app import SENT_AT
+from workers.celery_app import SEARCH, SENT_AT
 
 log = logging.getLogger("tritonrag.worker")
 POP_TIMEOUT_S = 1  # how soon a thread sees the stop event
@@ -60,12 +60,12 @@ def _serve(client: redis.Redis, stop: threading.Event, search: Search, answer: A
     while not stop.is_set():
         try:
             popped = client.brpop([SEARCH_REQUESTS], timeout=POP_TIMEOUT_S)
+            if popped is not None:
+                handle(popped[1], search, answer)
         except redis.exceptions.RedisError as exc:
+            # Popping or replying: either way the thread must live on, or searches stall.
             log.warning("search lane: Redis unreachable (%s); retrying", exc)
             stop.wait(1.0)
-            continue
-        if popped is not None:
-            handle(popped[1], search, answer)
 
 
 def handle(raw: bytes | str, search: Search, answer: Answer) -> None:
@@ -79,9 +79,11 @@ def handle(raw: bytes | str, search: Search, answer: Answer) -> None:
     if time.time() > deadline:
         TASKS.labels("search", "expired").inc()
         return
-    tracing.task_started(request_id, "tritonrag.search", headers)
+    tracing.task_started(request_id, SEARCH, headers)
+    state = "FAILURE"
     try:
         answer(request_id, lambda: search(queries))
+        state = "SUCCESS"
     finally:
-        tracing.task_finished(request_id, "SUCCESS")
-    TASKS.labels("search", "succeeded").inc()
+        tracing.task_finished(request_id, state)
+        TASKS.labels("search", "succeeded" if state == "SUCCESS" else "failed").inc()

@@ -92,3 +92,26 @@ def test_a_malformed_request_is_dropped_without_raising(client: redis.Redis, raw
     calls: list[list[dict[str, Any]]] = []
     search_lane.handle(raw, _searches(calls), _answer(client))
     assert calls == []
+
+
+def test_a_failed_reply_does_not_stop_the_thread(client: redis.Redis, redis_url: str) -> None:
+    calls: list[list[dict[str, Any]]] = []
+    replies = _answer(client)
+    failed: list[str] = []
+
+    def answer(request_id: str, work: Any) -> None:
+        if not failed:  # Redis drops the first reply, as when it restarts mid-search
+            failed.append(request_id)
+            raise redis.exceptions.ConnectionError("connection reset")
+        replies(request_id, work)
+
+    # One thread: with the default two, the other would hide a dead one.
+    settings = Settings(redis_port=urlparse(redis_url).port, search_batches_in_flight=1)
+    stop = search_lane.start(settings, _searches(calls), answer)
+    try:
+        for n in range(2):
+            client.lpush(SEARCH_REQUESTS, search_lane.request(f"r{n}", [_query("c")], timeout_s=9))
+        assert client.blpop([reply_key("r1")], timeout=5) is not None, "the thread died"
+    finally:
+        stop.set()
+    assert failed == ["r0"]
