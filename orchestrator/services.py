@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ from orchestrator.settings import Settings
 from workers import search_lane
 from workers.celery_app import ROUTES, SEARCH, create_celery
 
+log = logging.getLogger("tritonrag.services")
+
 
 @dataclass(frozen=True)
 class Services:
@@ -41,6 +44,7 @@ class Services:
     celery: Celery
     embedder: TritonEmbedder
     searches: SearchBatcher = field(init=False)
+    _writes: set[asyncio.Future[Any]] = field(default_factory=set, init=False)  # cache writes
 
     def __post_init__(self) -> None:
         async def call(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,23 +105,53 @@ class Services:
 
     async def require_collection(self, tenant: str, collection: str) -> None:
         """404 for a collection the tenant never uploaded to (or dropped)."""
-        if not await self.redis.sismember(collections_key(tenant), collection):
-            raise TritonRagError(ErrorCode.NOT_FOUND, f"collection {collection!r} not found")
+        _exists(await self.redis.sismember(collections_key(tenant), collection), collection)
+
+    async def search_vector(self, tenant: str, collection: str, text: str) -> list[float]:
+        """A search's query embedding, 404 if the tenant has no such collection; the check
+        and the cache lookup share one Redis round trip."""
+        key = self._query_key(text)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(collections_key(tenant), collection)
+            if self.settings.query_cache_ttl_s:
+                pipe.get(key)
+            exists, *cached = await pipe.execute()
+        _exists(exists, collection)
+        return await self._query_row(key, text, cached[0] if cached else None)
 
     async def embed_query(self, text: str) -> list[float]:
         """A query's embedding, from the Redis cache when this text was seen recently."""
+        key = self._query_key(text)
+        cached = await self.redis.get(key) if self.settings.query_cache_ttl_s else None
+        return await self._query_row(key, text, cached)
+
+    def _query_key(self, text: str) -> str:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return query_cache_key(self.settings.embed_model, digest)
+
+    async def _query_row(self, key: str, text: str, cached: Any) -> list[float]:
         ttl = self.settings.query_cache_ttl_s
-        key = query_cache_key(self.settings.embed_model, hashlib.sha256(text.encode()).hexdigest())
+        if ttl and isinstance(cached, bytes):
+            CACHE.labels("query_embedding", "hit").inc()
+            cached_row: list[float] = np.frombuffer(cached, np.float32).tolist()
+            return cached_row
         if ttl:
-            cached = await self.redis.get(key)
-            if isinstance(cached, bytes):
-                CACHE.labels("query_embedding", "hit").inc()
-                cached_row: list[float] = np.frombuffer(cached, np.float32).tolist()
-                return cached_row
             CACHE.labels("query_embedding", "miss").inc()
         result = await self.embedder.embed([text], priority=Priority.QUERY)
         row = np.ascontiguousarray(result.embeddings[0], dtype=np.float32)
-        if ttl:
-            await self.redis.set(key, row.tobytes(), ex=ttl)
+        if ttl:  # off the search's path: a lost write only costs a later embedding
+            write = asyncio.ensure_future(self.redis.set(key, row.tobytes(), ex=ttl))
+            self._writes.add(write)
+            write.add_done_callback(self._written)
         vector: list[float] = row.tolist()
         return vector
+
+    def _written(self, write: asyncio.Future[Any]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.warning("query embedding not cached: %s", write.exception())
+
+
+def _exists(member: Any, collection: str) -> None:
+    if not member:
+        raise TritonRagError(ErrorCode.NOT_FOUND, f"collection {collection!r} not found")

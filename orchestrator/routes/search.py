@@ -16,8 +16,7 @@ router = APIRouter(prefix="/v1", tags=["search"], responses=ERROR_RESPONSES)
 async def search_collection(
     collection: Collection, body: SearchRequest, services: ServicesDep, tenant: TenantDep
 ) -> SearchResponse:
-    await services.require_collection(tenant, collection)
-    vector = await services.embed_query(body.query)
+    vector = await services.search_vector(tenant, collection, body.query)
     hits = await services.searches.search(
         scoped(tenant, collection), vector, body.top_k, body.filters
     )

@@ -1,0 +1,94 @@
+"""A search's query embedding (orchestrator/services.py) against a real redis-server: the
+collection check, the query-embedding cache and its write off the request's path."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from orchestrator.clients.triton import Embeddings, Priority, TritonEmbedder
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.jobs import JobStore, collections_key
+from orchestrator.services import Services
+from orchestrator.settings import Settings
+from workers.celery_app import create_celery
+
+
+class CountingEmbedder:
+    """TritonEmbedder's `embed`, answering a vector derived from the text's length."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], Priority]] = []
+
+    async def embed(self, texts: list[str], priority: Priority = Priority.BULK) -> Embeddings:
+        self.calls.append((texts, priority))
+        rows = np.array([[len(t), 1.0, 0.5] for t in texts], dtype=np.float32)
+        return Embeddings(rows, [len(t) for t in texts], "fp32")
+
+
+async def _with_services(redis_url: str, ttl: int, body: Any) -> Any:
+    settings = Settings(redis_port=urlparse(redis_url).port, query_cache_ttl_s=ttl)
+    client = aioredis.Redis.from_url(settings.broker_url)
+    await client.flushdb()
+    await client.sadd(collections_key("acme"), "docs")
+    embedder = CountingEmbedder()
+    services = Services(
+        settings,
+        JobStore.from_url(settings.broker_url),
+        client,
+        create_celery(settings),
+        cast(TritonEmbedder, embedder),
+    )
+    try:
+        return await body(services, embedder, client)
+    finally:
+        await client.aclose()
+        services.jobs.redis.close()
+
+
+def test_a_new_text_is_embedded_at_query_priority_once_then_served_from_the_cache(
+    redis_url: str,
+) -> None:
+    async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
+        first = await services.search_vector("acme", "docs", "where are the keys?")
+        assert first == [19.0, 1.0, 0.5]
+        assert embedder.calls == [(["where are the keys?"], Priority.QUERY)]
+        for _ in range(100):  # the cache write runs after the vector is returned
+            if not services._writes:
+                break
+            await asyncio.sleep(0.01)
+        assert await services.search_vector("acme", "docs", "where are the keys?") == first
+        assert await services.embed_query("where are the keys?") == first
+        assert len(embedder.calls) == 1  # both answered from Redis
+        assert await services.search_vector("acme", "docs", "other") == [5.0, 1.0, 0.5]
+        assert len(embedder.calls) == 2
+
+    asyncio.run(_with_services(redis_url, 60, body))
+
+
+def test_an_unknown_collection_is_not_found_before_anything_is_embedded(redis_url: str) -> None:
+    async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
+        for tenant, collection in (("acme", "nope"), ("other", "docs")):
+            with pytest.raises(TritonRagError) as caught:
+                await services.search_vector(tenant, collection, "where are the keys?")
+            assert caught.value.code == ErrorCode.NOT_FOUND
+        assert embedder.calls == []
+
+    asyncio.run(_with_services(redis_url, 60, body))
+
+
+def test_with_the_cache_off_every_search_is_embedded_and_nothing_is_written(
+    redis_url: str,
+) -> None:
+    async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
+        for _ in range(2):
+            assert await services.search_vector("acme", "docs", "keys") == [4.0, 1.0, 0.5]
+        assert len(embedder.calls) == 2 and not services._writes
+        assert await client.dbsize() == 1  # only the tenant's collection set
+
+    asyncio.run(_with_services(redis_url, 0, body))
