@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from export import corpus, parity, quantize, repository
+from export import corpus, layout, parity, quantize, repository
 from export.onnx_graph import default_model_dir, export_fp32, max_seq_length, pad_token_id
 from orchestrator.encoder import Matrix, OnnxEncoder, Variant, pad
 from orchestrator.settings import Settings
@@ -64,6 +64,11 @@ def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, A
     if not fp32["passed"]:
         _write_report(work, report)
         raise SystemExit(f"fp32 parity gate failed: {fp32['parity']} (needs min cosine >= 0.9999)")
+    log.info("grouping: padded tokens per ONNX Runtime call on this CPU")
+    speeds = layout.measure(fp32_dir, queries[:400], corpus.chunks(200))
+    group_tokens = layout.choose(speeds)
+    report["grouping"] = {"max_group_tokens": group_tokens, "texts_per_s": speeds}
+    Variant("fp32", "model.onnx", seq, pad_id, dim, group_tokens).save(fp32_dir)
 
     vnni = "vnni" in report["cpu_isa"]
     # The baseline: fp32 ranks from the reference (the fp32 graph equals it within 1e-4).

@@ -32,6 +32,8 @@ class Variant:
     max_seq_length: int
     pad_token_id: int
     dim: int
+    # Padded tokens one ONNX Runtime call may take, measured on this CPU by export/layout.py.
+    max_group_tokens: int | None = None
 
     @classmethod
     def load(cls, folder: Path) -> Variant:
@@ -120,7 +122,7 @@ class OnnxEncoder:
         parallel: int = 1,
         max_waste: float = 0.1,
         max_group: int = 64,
-        max_group_tokens: int = 1 << 30,
+        max_group_tokens: int | None = None,
     ) -> None:
         self.meta = Variant.load(folder)
         # Groups run side by side on `parallel` threads (ONNX Runtime releases the GIL), so one
@@ -131,7 +133,8 @@ class OnnxEncoder:
         # a call would change each other's vectors (by ~0.01 per dimension). One text per call.
         self.max_group = 1 if self.meta.variant == "int8" else max_group
         self.parallel = parallel
-        self.max_group_tokens = max_group_tokens
+        # Given, else what export measured on this CPU, else bounded by padding waste only.
+        self.max_group_tokens = max_group_tokens or self.meta.max_group_tokens or 1 << 30
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.meta.max_seq_length)

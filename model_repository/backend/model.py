@@ -37,7 +37,8 @@ class TritonPythonModel:
             parallel=int(params.get("parallel_runs", "1")),
             max_waste=float(params.get("max_padding_waste", "0.1")),
             max_group=int(params.get("max_group", "64")),
-            max_group_tokens=int(params.get("max_group_tokens", str(1 << 30))),
+            # Unset: the value export measured on this CPU (variant.json).
+            max_group_tokens=int(t) if (t := params.get("max_group_tokens")) else None,
         )
         self.variant = self.encoder.meta.variant.encode()
 

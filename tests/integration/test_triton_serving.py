@@ -15,12 +15,13 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from export import layout
 from export.corpus import parity_texts
 from export.onnx_graph import default_model_dir
 from export.parity import reference
 from export.repository import published
 from export.run import gate_failures
-from orchestrator.encoder import Matrix
+from orchestrator.encoder import Matrix, OnnxEncoder, Variant
 from orchestrator.settings import Settings
 from orchestrator.tritonserver import startup_models
 
@@ -86,6 +87,19 @@ def test_the_published_int8_passed_the_retrieval_gate(triton: Settings) -> None:
     assert all(r["failed"] for r in faster), "a faster candidate passed but was not published"
     served = json.loads((triton.model_repository / "embed" / "1" / "variant.json").read_text())
     assert served["variant"] == report["embed_serves"]
+
+
+def test_grouping_was_measured_on_this_cpu_and_the_fp32_model_uses_it(triton: Settings) -> None:
+    """export/layout.py timed each budget here; the fastest is in the served variant.json."""
+    folder = triton.model_repository / "embed_fp32" / "1"
+    grouping = json.loads((folder / "report.json").read_text())["grouping"]
+    speeds = {int(k): v for k, v in grouping["texts_per_s"].items()}
+    assert set(speeds) == set(layout.CANDIDATES)
+    assert all(v[w] > 0 for v in speeds.values() for w in layout.WORKLOADS)
+    assert grouping["max_group_tokens"] == layout.choose(speeds)
+    served = Variant.load(folder)
+    assert served.max_group_tokens == grouping["max_group_tokens"]
+    assert OnnxEncoder(folder).max_group_tokens == served.max_group_tokens
 
 
 @pytest.fixture
