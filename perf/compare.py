@@ -83,20 +83,12 @@ def wrk_point(target: Target, texts: list[str], concurrency: int) -> dict[str, A
     """One wrk run: answered requests/s, p50/p99 ms, 429s and other errors, and the cores wrk
     itself used."""
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps(target.body(t)) + "\n" for t in texts))
         threads = min(concurrency, 2)
         cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", "-d2s", "-s", str(LUA), target.url]
-        env = {**os.environ, "BODIES": str(bodies)}
+        env = {**os.environ, "BODIES": str(_bodies(Path(tmp), target, texts))}
         subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm-up
         cmd[3] = f"-d{SECONDS:.0f}s"
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        figures, cores = _generate(cmd, env)
     return {
         "target": target.name,
         "concurrency": concurrency,
@@ -105,7 +97,7 @@ def wrk_point(target: Target, texts: list[str], concurrency: int) -> dict[str, A
         "p99_ms": figures["p99_ms"],
         "shed": figures["shed"],
         "errors": figures["errors"] - figures["shed"],
-        "generator_cores": cpu / wall,
+        "generator_cores": cores,
     }
 
 
@@ -115,25 +107,16 @@ def open_point(target: Target, texts: list[str], rate: int) -> dict[str, Any]:
     if not K6.exists():
         raise RuntimeError(f"{K6} is missing: run `make peers`")
     with tempfile.TemporaryDirectory() as tmp:
-        bodies = Path(tmp) / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps(target.body(t)) + "\n" for t in texts))
         env = {
             **os.environ,
-            "BODIES": str(bodies),
+            "BODIES": str(_bodies(Path(tmp), target, texts)),
             "URL": target.url,
             "RATE": str(rate),
             "SECONDS": f"{SECONDS:.0f}",
             "MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
             "K6_NO_USAGE_REPORT": "true",
         }
-        cmd = [str(K6), "run", "--quiet", str(OPEN_LOOP)]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        figures, cores = _generate([str(K6), "run", "--quiet", str(OPEN_LOOP)], env)
     answered = figures["requests"] - figures["shed"] - figures["failed"]
     return {
         "target": target.name,
@@ -144,8 +127,26 @@ def open_point(target: Target, texts: list[str], rate: int) -> dict[str, Any]:
         "dropped": figures["dropped"],
         "shed": figures["shed"],
         "errors": figures["failed"],
-        "generator_cores": cpu / wall,
+        "generator_cores": cores,
     }
+
+
+def _bodies(folder: Path, target: Target, texts: list[str]) -> Path:
+    """The request bodies, one JSON document per line, for the generators' scripts."""
+    path = folder / "bodies.jsonl"
+    path.write_text("".join(json.dumps(target.body(t)) + "\n" for t in texts))
+    return path
+
+
+def _generate(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, Any], float]:
+    """Run a generator: the JSON line its script prints last, and the cores it used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(run.stdout.strip().splitlines()[-1]), cpu / wall
 
 
 def grpc_point(settings: Any, texts: list[str], concurrency: int) -> dict[str, Any]:
