@@ -67,7 +67,7 @@ class SearchBatcher:
         sent, shared = time.perf_counter(), timing.begin()
         try:
             answers = await self._call([p.query for p in batch])
-        except TritonRagError as exc:
+        except Exception as exc:  # e.g. Redis lost mid-call: each caller answers it (503)
             for pending in batch:
                 _settle(pending.future, error=exc)
             return
@@ -89,7 +89,7 @@ class SearchBatcher:
 def _settle(
     future: asyncio.Future[list[dict[str, Any]]],
     result: list[dict[str, Any]] | None = None,
-    error: TritonRagError | None = None,
+    error: Exception | None = None,
 ) -> None:
     if future.done():  # the caller went away (client disconnected)
         return

@@ -11,6 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from orchestrator.errors import ErrorCode, TritonRagError
 
@@ -263,3 +266,13 @@ def require(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
     if value is None:
         raise TritonRagError(ErrorCode.NOT_FOUND, f"{what} not found")
     return value
+
+
+def async_client(url: str, socket_timeout: float) -> aioredis.Redis:
+    """redis.asyncio client whose pool survives a Redis restart: a connection that outlived
+    it fails on its next use and is retried on a fresh one (redis.asyncio retries nothing by
+    default; found by tests/reliability, a search after the restart never answered)."""
+    retry = Retry(
+        ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=(redis.ConnectionError,)
+    )
+    return aioredis.Redis.from_url(url, socket_timeout=socket_timeout, retry=retry)

@@ -24,6 +24,7 @@ from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import (
     SEARCH_REQUESTS,
     JobStore,
+    async_client,
     collections_key,
     query_cache_key,
     reply_key,
@@ -66,7 +67,7 @@ class Services:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Services]:
         celery = create_celery(settings)
-        client = aioredis.Redis.from_url(settings.broker_url, socket_timeout=30)
+        client = async_client(settings.broker_url, socket_timeout=30)
         jobs = JobStore.from_url(settings.broker_url)
         try:
             async with TritonEmbedder.connect(settings) as embedder:

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from orchestrator.clients.chat_template import Message
 from orchestrator.clients.llm import LLM, Sampling, open_llm
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobStore, answer_key, cancel_key
+from orchestrator.jobs import JobStore, answer_key, async_client, cancel_key
 from orchestrator.metrics import (
     LLM_ANSWERS,
     LLM_FIRST_TOKEN_SECONDS,
@@ -47,7 +47,7 @@ class LLMRuntime:
 
 
 async def _open(settings: Settings) -> tuple[LLM, aioredis.Redis]:
-    return open_llm(settings), aioredis.Redis.from_url(settings.broker_url, socket_timeout=10)
+    return open_llm(settings), async_client(settings.broker_url, socket_timeout=10)
 
 
 _lock = threading.Lock()

@@ -47,6 +47,7 @@ def ingest(ctx: IndexContext, job_id: str) -> JobState:
     """Run job `job_id` to a terminal state; returns it. Never raises for bad documents."""
     job = ctx.jobs.job(job_id)
     if job is None or JobState(job["state"]).terminal:
+        ctx.jobs.drop_blob(job_id)  # left by a worker killed right after finishing
         return JobState(job["state"]) if job else JobState.FAILED
     tenant, collection, document_id = job["tenant"], job["collection"], job["document_id"]
     try:
@@ -67,11 +68,12 @@ def ingest(ctx: IndexContext, job_id: str) -> JobState:
             # A DELETE ran while we wrote: make sure none of our points outlive it.
             _with_retry(ctx, ctx.store.delete_document, scoped(tenant, collection), document_id)
         return _fail(ctx, job, str(exc))
-    ctx.jobs.drop_blob(job_id)
     ctx.jobs.update_document(
         tenant, collection, document_id, job_id, state=JobState.INDEXED, chunks=len(chunks)
     )
     ctx.jobs.update_job(job_id, state=JobState.INDEXED)
+    # Last: a worker killed before this point leaves a job that runs again, and needs them.
+    ctx.jobs.drop_blob(job_id)
     return JobState.INDEXED
 
 

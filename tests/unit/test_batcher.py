@@ -2,6 +2,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis
 
 from orchestrator.batcher import SearchBatcher
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -72,3 +73,16 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
     second.cancel()
     assert (await first)[0]["collection"] == "a"
     assert await batcher.search("c", [0.0], 1, {})
+
+
+async def test_any_error_of_the_call_reaches_every_caller_of_the_batch() -> None:
+    """Redis lost mid-call (not a TritonRagError): callers get it (the API answers 503); none
+    waits forever."""
+
+    async def lost(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
+
+    batcher = SearchBatcher(lost, max_in_flight=1)
+    searches = (batcher.search(f"c{i}", [0.0], 1, {}) for i in range(3))
+    results = await asyncio.wait_for(asyncio.gather(*searches, return_exceptions=True), 5)
+    assert all(isinstance(r, redis.exceptions.ConnectionError) for r in results)

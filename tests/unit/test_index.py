@@ -4,6 +4,7 @@
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,6 +148,28 @@ def test_a_deleted_document_leaves_no_points(jobs: JobStore, store: EdgeVectors)
     jobs.remove_document("t", "c", "doc")
     assert ingest(ctx, job_id) is JobState.FAILED
     assert store.count(scoped("t", "c")) == 0
+
+
+def test_a_worker_killed_as_it_marks_a_job_indexed_leaves_a_job_that_runs_again(
+    jobs: JobStore, store: EdgeVectors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the points are written but before the job says indexed: the redelivered
+    task must still find the uploaded bytes, and the blob goes once the job is indexed."""
+    ctx = _ctx(jobs, store, FakeEmbedder())
+    job_id = _upload(jobs, TEXT.encode())
+    update_job = jobs.update_job
+
+    def killed(job: str, **fields: Any) -> None:
+        if fields.get("state") is JobState.INDEXED:
+            raise SystemExit("SIGKILL")
+        update_job(job, **fields)
+
+    monkeypatch.setattr(jobs, "update_job", killed)
+    with pytest.raises(SystemExit):
+        ingest(ctx, job_id)
+    monkeypatch.setattr(jobs, "update_job", update_job)
+    assert ingest(ctx, job_id) is JobState.INDEXED
+    assert jobs.blob(job_id) is None
 
 
 def test_terminal_jobs_are_not_run_again(jobs: JobStore, store: EdgeVectors) -> None:
