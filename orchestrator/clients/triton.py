@@ -46,6 +46,9 @@ class TritonEmbedder:
         self._client = client
         self._settings = settings
         self._batch_limits: dict[str, int] = {}
+        # Models seen ready: asking Triton before every request cost a gRPC round trip each.
+        # A model unloaded since then is noticed by its failed inference (see `embed`).
+        self._loaded: set[str] = set()
         self._loading = asyncio.Lock()
 
     @classmethod
@@ -66,10 +69,11 @@ class TritonEmbedder:
     async def ensure_loaded(self, model: str) -> bool:
         """Ready, or loaded now when Triton's repository has it (by default only the served
         model loads at start; the other variants load on first use)."""
-        if await self.ready(model):
+        if model in self._loaded:
             return True
         async with self._loading:
             if await self.ready(model):
+                self._loaded.add(model)
                 return True
             try:
                 index = await self._client.get_model_repository_index(as_json=True)
@@ -81,7 +85,10 @@ class TritonEmbedder:
                 await self._client.load_model(model)
             except InferenceServerException as exc:
                 raise map_error(exc, model) from exc
-        return await self.ready(model)
+            if not await self.ready(model):
+                return False
+            self._loaded.add(model)
+        return True
 
     async def embed(
         self,
@@ -100,13 +107,25 @@ class TritonEmbedder:
         with tracer.start_as_current_span(
             f"triton {name}", kind=SpanKind.CLIENT, attributes={"triton.texts": len(texts)}
         ):
-            parts = await asyncio.gather(*(self._infer(name, c, priority, timeout) for c in chunks))
+            try:
+                parts = await self._infer_all(name, chunks, priority, timeout)
+            except ModelUnloaded as gone:
+                # Unloaded since we last used it (by an operator, or a restarted Triton that
+                # loads only the served model): load it again, once, as on first use.
+                if not await self.ensure_loaded(name):
+                    raise gone from None
+                parts = await self._infer_all(name, chunks, priority, timeout)
         timing.add_inference(time.perf_counter() - start)
         return Embeddings(
             embeddings=np.concatenate([p.embeddings for p in parts]),
             token_counts=[n for p in parts for n in p.token_counts],
             variant=parts[0].variant,
         )
+
+    async def _infer_all(
+        self, model: str, chunks: list[list[str]], priority: Priority, timeout: float
+    ) -> list[Embeddings]:
+        return await asyncio.gather(*(self._infer(model, c, priority, timeout) for c in chunks))
 
     def _validate(self, texts: list[str]) -> None:
         if not texts:
@@ -151,7 +170,10 @@ class TritonEmbedder:
                 headers=grpc_headers(),
             )
         except InferenceServerException as exc:
-            raise map_error(exc, model) from exc
+            error = map_error(exc, model)
+            if isinstance(error, ModelUnloaded):
+                self._loaded.discard(model)
+            raise error from exc
         finally:
             TRITON_SECONDS.labels(model, priority.name.lower()).observe(time.perf_counter() - start)
         counts = result.as_numpy("token_count")
@@ -162,6 +184,10 @@ class TritonEmbedder:
             token_counts=[int(n) for n in counts.reshape(-1)],
             variant=bytes(variant.reshape(-1)[0]).decode(),
         )
+
+
+class ModelUnloaded(TritonRagError):
+    """Triton does not know the model (not in its repository, or not loaded now)."""
 
 
 def map_error(exc: InferenceServerException, model: str) -> TritonRagError:
@@ -183,7 +209,7 @@ def map_error(exc: InferenceServerException, model: str) -> TritonRagError:
         code = ErrorCode.EMPTY_INPUT if "is empty" in lowered else ErrorCode.INVALID_INPUT
         return TritonRagError(code, message)
     if "NOT_FOUND" in status or "unknown model" in lowered:
-        return TritonRagError(ErrorCode.NOT_READY, f"model {model!r} is not loaded: {message}", 5)
+        return ModelUnloaded(ErrorCode.NOT_READY, f"model {model!r} is not loaded: {message}", 5)
     if "RESOURCE_EXHAUSTED" in status:
         return TritonRagError(ErrorCode.TOO_LARGE, f"request too large for Triton: {message}")
     return TritonRagError(

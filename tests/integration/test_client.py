@@ -33,15 +33,25 @@ async def test_long_lists_are_split_and_rejoined_in_order(triton: Settings) -> N
 async def test_a_variant_not_loaded_at_start_loads_on_first_use(triton: Settings) -> None:
     direct = grpcclient.InferenceServerClient(triton.triton_grpc_url)
     direct.unload_model("embed_fp32")
-    for _ in range(100):  # unloading finishes in the background
-        if not direct.is_model_ready("embed_fp32"):
-            break
-        time.sleep(0.1)
-    assert not direct.is_model_ready("embed_fp32")
+    _wait_unloaded(direct, "embed_fp32")
     async with TritonEmbedder.connect(triton) as client:
         result = await client.embed(["loaded on demand"], model="embed_fp32")
         assert not await client.ensure_loaded("no_such_model")
     assert result.variant == "fp32" and direct.is_model_ready("embed_fp32")
+
+
+async def test_a_variant_unloaded_after_use_is_loaded_again_by_the_next_request(
+    triton: Settings,
+) -> None:
+    direct = grpcclient.InferenceServerClient(triton.triton_grpc_url)
+    async with TritonEmbedder.connect(triton) as client:
+        assert (await client.embed(["first"], model="embed_fp32")).variant == "fp32"
+        direct.unload_model("embed_fp32")
+        _wait_unloaded(direct, "embed_fp32")
+        # The client remembers the model as loaded (no readiness call per request); the failed
+        # inference tells it otherwise and it loads the model again.
+        again = await client.embed(["second"], model="embed_fp32")
+    assert again.variant == "fp32" and direct.is_model_ready("embed_fp32")
 
 
 async def test_client_errors_use_the_project_vocabulary(triton: Settings) -> None:
@@ -72,3 +82,11 @@ async def test_an_unreachable_server_is_not_ready(tmp_path: object) -> None:
         with pytest.raises(TritonRagError) as info:
             await client.embed(["hello"])
     assert info.value.code is ErrorCode.NOT_READY
+
+
+def _wait_unloaded(direct: grpcclient.InferenceServerClient, model: str) -> None:
+    for _ in range(100):  # unloading finishes in the background
+        if not direct.is_model_ready(model):
+            break
+        time.sleep(0.1)
+    assert not direct.is_model_ready(model)
