@@ -5,17 +5,23 @@
 Raw gets its best layout: one session with all threads or one single-threaded session per
 core, at its best batch size. Triton is driven by perf_analyzer over gRPC at concurrency 8
 and 16 (the better counts). Two text sets: short queries and long RAG chunks, all real prose.
+Where the served time goes: CPU per text of the raw run, and of each served process (the
+python-backend stubs, tritonserver itself, perf_analyzer), texts counted by Triton's statistics.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import psutil
+import tritonclient.grpc as grpcclient
 
 from export.corpus import chunks, known_items
 from export.run import cpu_isa
@@ -28,8 +34,9 @@ SECONDS = float(os.environ.get("PERF_SECONDS", "6"))
 
 def raw_throughput(
     folder: Path, texts: list[str], sessions: int, threads: int, batch: int
-) -> float:
-    """Texts/s of `sessions` encoders in parallel threads, each `threads` wide, `batch` per call."""
+) -> tuple[float, float]:
+    """Texts/s of `sessions` encoders in parallel threads, each `threads` wide, `batch` per
+    call, and the CPU ms each text took."""
     encoders = [OnnxEncoder(folder, threads=threads) for _ in range(sessions)]
     for e in encoders:
         e.encode(texts[:batch])
@@ -42,30 +49,64 @@ def raw_throughput(
             done, i = done + batch, i + batch
         return done
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(sessions) as pool:
         total = sum(pool.map(work, range(sessions)))
-    return total / (time.perf_counter() - start)
+    return total / (time.perf_counter() - start), (time.process_time() - cpu) / total * 1000
+
+
+def served_cpu_s(server: TritonProcess) -> dict[str, float]:
+    """CPU seconds so far: tritonserver, its python-backend stubs, and reaped children of
+    this process (perf_analyzer; Triton is not reaped until it stops)."""
+    root = psutil.Process(server.process.pid)
+    stubs = root.children(recursive=True)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "python backend": sum(t.user + t.system for t in (p.cpu_times() for p in stubs)),
+        "tritonserver": sum(root.cpu_times()[:2]),
+        "perf_analyzer": children.ru_utime + children.ru_stime,
+    }
+
+
+def inference_count(settings: Any, model: str) -> int:
+    stats = grpcclient.InferenceServerClient(settings.triton_grpc_url).get_inference_statistics(
+        model, as_json=True
+    )
+    return int(stats["model_stats"][0].get("inference_count", 0))
 
 
 def best_raw(folder: Path, texts: list[str], cores: int) -> dict[str, Any]:
     layouts = [(1, cores, b) for b in (1, 4, 16, 32)] + [(cores, 1, b) for b in (1, 4, 16)]
-    runs = [
-        {
-            "sessions": s,
-            "threads": t,
-            "batch": b,
-            "texts_per_s": raw_throughput(folder, texts, s, t, b),
-        }
-        for s, t, b in layouts
-    ]
+    runs = []
+    for s, t, b in layouts:
+        rate, cpu_ms = raw_throughput(folder, texts, s, t, b)
+        runs.append(
+            {
+                "sessions": s,
+                "threads": t,
+                "batch": b,
+                "texts_per_s": rate,
+                "cpu_ms_per_text": cpu_ms,
+            }
+        )
     return {"best": max(runs, key=lambda r: r["texts_per_s"]), "all": runs}
 
 
-def served(settings: Any, model: str, texts: list[str]) -> dict[str, Any]:
-    rows = [run_perf_analyzer(settings, model, texts, c, SECONDS) for c in (8, 16)]
-    best = max(rows, key=lambda r: r["Inferences/Second"])
-    return {"texts_per_s": best["Inferences/Second"], "concurrency": best["Concurrency"]}
+def served(server: TritonProcess, model: str, texts: list[str]) -> dict[str, Any]:
+    runs = []
+    for concurrency in (8, 16):
+        cpu, count = served_cpu_s(server), inference_count(server.settings, model)
+        row = run_perf_analyzer(server.settings, model, texts, concurrency, SECONDS)
+        spent, done = served_cpu_s(server), inference_count(server.settings, model) - count
+        per_text = {k: (spent[k] - cpu[k]) / max(done, 1) * 1000 for k in cpu}
+        runs.append(
+            {
+                "texts_per_s": row["Inferences/Second"],
+                "concurrency": row["Concurrency"],
+                "cpu_ms_per_text": per_text,
+            }
+        )
+    return max(runs, key=lambda r: r["texts_per_s"])
 
 
 def text_sets() -> dict[str, list[str]]:
@@ -88,7 +129,7 @@ def main() -> None:
         with TritonProcess.start(settings) as server:
             server.wait_ready()
             triton = {
-                (name, v): served(settings, f"embed_{v}", texts)
+                (name, v): served(server, f"embed_{v}", texts)
                 for name, texts in sets.items()
                 for v in variants
             }
@@ -111,6 +152,22 @@ def main() -> None:
                 f"| {name} | {v} | {b['texts_per_s']:.1f}/s ({b['sessions']}x{b['threads']} "
                 f"threads, batch {b['batch']}) | {t['texts_per_s']:.1f}/s "
                 f"({t['concurrency']:.0f}) | {ratio:.3f} |"
+            )
+    lines += [
+        "",
+        "Where the time goes, CPU ms per text (both cores; texts counted by Triton): raw's best "
+        "layout against each served process at the served row above.",
+        "",
+        "| texts | variant | raw | served: python backend | tritonserver | perf_analyzer |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in sets:
+        for v in variants:
+            split = triton[name, v]["cpu_ms_per_text"]
+            lines.append(
+                f"| {name} | {v} | {raw[name, v]['best']['cpu_ms_per_text']:.2f} | "
+                f"{split['python backend']:.2f} | {split['tritonserver']:.2f} | "
+                f"{split['perf_analyzer']:.2f} |"
             )
     if "int8" in variants:
         lines.append("")
