@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         "(a quarter of the size) is searched in RAM, the full vectors stay on disk to rescore "
         "the best candidates.",
     )
+    search_hnsw_ef: int | None = Field(
+        256,
+        ge=1,
+        description="Candidates an HNSW search keeps (Qdrant's hnsw_ef; None: the index's "
+        "ef_construct, 100). At 1M points 256 found 0.98 of the exact top 5 against 0.95 "
+        "for 0.4 ms more; at 100k the same within noise (perf.scale).",
+    )
     worker_concurrency: int = Field(8, description="Threads (embedded) or processes per worker.")
     ingest_concurrency: int = Field(
         6,

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from numpy.typing import NDArray
 
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.vectors import VectorPoint
@@ -39,6 +40,11 @@ from perf.common import noisy_batches, save_results
 SIZES = [int(n) for n in os.environ.get("PERF_SCALE", "10000,100000").split(",")]
 SEARCHES = 1000
 BATCH = 5000
+# The same searches again at each HNSW ef (None: the index's ef_construct, 100).
+EF_SWEEP = [
+    None if v == "default" else int(v)
+    for v in os.environ.get("PERF_EF", "default,64,128,256,512").split(",")
+]
 
 
 def seeds(path: Path) -> None:
@@ -63,7 +69,12 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
     per_upsert = Settings().embed_batch
     rng = np.random.default_rng(0)
     # One HNSW build, started by the last batch but one, as perf.ingest_search fills its shard.
-    store = EdgeVectors(folder, index_threshold=max(1, points - BATCH), quantization=quantization)
+    store = EdgeVectors(
+        folder,
+        index_threshold=max(1, points - BATCH),
+        quantization=quantization,
+        hnsw_ef=Settings().search_hnsw_ef,
+    )
     start = time.perf_counter()
     for offset, idx, rows in noisy_batches(base, points, rng, BATCH):
         for first in range(0, len(idx), per_upsert):
@@ -88,19 +99,18 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
     queries = base[rng.integers(0, len(base), SEARCHES)] + rng.normal(
         scale=0.03, size=(SEARCHES, base.shape[1])
     )
-    latencies, hits = [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        found = store.search("scale", q.astype(np.float32).tolist(), 5, {})
-        latencies.append(time.perf_counter() - t0)
-        hits.append({int(h.id.replace("-", ""), 16) for h in found})
-    ms = np.array(latencies) * 1000
-    # Before the exact neighbours below hold every vector. File-backed pages (the mmapped
-    # segments) are the kernel's to drop under pressure; anonymous memory is not.
+    ms, hits = _searches(store, queries)
+    # Before the sweep and the exact neighbours below hold more. File-backed pages (the
+    # mmapped segments) are the kernel's to drop under pressure; anonymous memory is not.
     memory = psutil.Process().memory_info()
     rss, anon = memory.rss / 2**20, (memory.rss - memory.shared) / 2**20
     unindexed = store.unindexed("scale")
+    sweep = {}
+    for ef in EF_SWEEP:
+        store.hnsw_ef = ef
+        sweep[ef] = _searches(store, queries)
     store.close()
+    exact = _exact(base, points, queries)
     return {
         "points": points,
         "quantization": quantization,
@@ -112,12 +122,39 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
         "rss_mb": round(rss),
         "rss_anon_mb": round(anon),
         "disk_mb": round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20),
-        "recall@5": round(_recall(base, points, queries, hits), 4),
+        "hnsw_ef": Settings().search_hnsw_ef,
+        "recall@5": _recall(exact, hits),
+        "ef_sweep": [
+            {
+                "hnsw_ef": ef,
+                "search_p50_ms": round(float(np.percentile(ef_ms, 50)), 2),
+                "search_p99_ms": round(float(np.percentile(ef_ms, 99)), 2),
+                "recall@5": _recall(exact, ef_hits),
+            }
+            for ef, (ef_ms, ef_hits) in sweep.items()
+        ],
     }
 
 
-def _recall(base: Matrix, points: int, queries: Matrix, hits: list[set[int]]) -> float:
-    """Share of the exact top 5 found; the corpus regenerated batch by batch from its seed."""
+def _searches(store: EdgeVectors, queries: Matrix) -> tuple[NDArray[np.float64], list[set[int]]]:
+    """Each query alone, top 5 with payload: (latencies in ms, the ids found)."""
+    latencies, hits = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        found = store.search("scale", q.astype(np.float32).tolist(), 5, {})
+        latencies.append(time.perf_counter() - t0)
+        hits.append({int(h.id.replace("-", ""), 16) for h in found})
+    return np.array(latencies, dtype=np.float64) * 1000, hits
+
+
+def _recall(exact: list[set[int]], hits: list[set[int]]) -> float:
+    """Share of the exact top 5 found."""
+    found = sum(len(got & want) for got, want in zip(hits, exact, strict=True))
+    return round(found / (5 * len(hits)), 4)
+
+
+def _exact(base: Matrix, points: int, queries: Matrix) -> list[set[int]]:
+    """Each query's exact top 5 ids; the corpus regenerated batch by batch from its seed."""
     rng = np.random.default_rng(0)
     unit = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     best = np.full((len(unit), 5), -2.0, dtype=np.float32)
@@ -129,8 +166,7 @@ def _recall(base: Matrix, points: int, queries: Matrix, hits: list[set[int]]) ->
         )
         top = np.argpartition(-scores, 5, axis=1)[:, :5]
         best, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
-    found = sum(len(got & set(row.tolist())) for got, row in zip(hits, best_ids, strict=True))
-    return found / (5 * len(hits))
+    return [set(row.tolist()) for row in best_ids]
 
 
 def main() -> None:
@@ -167,6 +203,23 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"{r['index_wait_s']} | {r['search_p50_ms']} / {r['search_p99_ms']} | "
             f"{r['recall@5']} | {r['rss_mb']:,} ({r['rss_anon_mb']:,}) | {r['disk_mb']:,} |"
         )
+    lines += [
+        "",
+        "The same 1,000 searches again at each HNSW `ef` (candidates kept; default: the "
+        "index's ef_construct, 100), p50 / p99 ms and recall@5:",
+        "",
+        "| points | quantization | "
+        + " | ".join(f"ef {s['hnsw_ef'] or 'default'}" for s in rows[0]["ef_sweep"])
+        + " |",
+        "|---:|---|" + "---|" * len(rows[0]["ef_sweep"]),
+    ]
+    for r in rows:
+        cells = [
+            f"{s['search_p50_ms']} / {s['search_p99_ms']}, {s['recall@5']}" for s in r["ef_sweep"]
+        ]
+        lines.append(f"| {r['points']:,} | {r['quantization']} | " + " | ".join(cells) + " |")
+    shipped = rows[0]["hnsw_ef"] or "default"
+    lines += ["", f"Shipped `TRITONRAG_SEARCH_HNSW_EF`: {shipped} (the first table)."]
     lines += ["", f"Command: `PERF_SCALE={','.join(map(str, SIZES))} python -m perf.scale`."]
     return "\n".join(lines) + "\n"
 

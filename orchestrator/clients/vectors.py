@@ -51,20 +51,24 @@ def open_store(settings: Settings) -> VectorStore:
         if settings.qdrant_url.startswith(":memory:"):
             return ServerVectors(QdrantClient(location=":memory:"))
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-        return ServerVectors(client, settings.vector_quantization)
+        return ServerVectors(client, settings.vector_quantization, settings.search_hnsw_ef)
     from orchestrator.clients.edge import EdgeVectors
 
     return EdgeVectors(
-        settings.vectors_dir, settings.edge_index_threshold, settings.vector_quantization
+        settings.vectors_dir,
+        settings.edge_index_threshold,
+        settings.vector_quantization,
+        settings.search_hnsw_ef,
     )
 
 
 class ServerVectors:
     """A Qdrant server (or cluster) through qdrant-client; one Qdrant collection per ours."""
 
-    def __init__(self, client: Any, quantization: str = "none") -> None:
+    def __init__(self, client: Any, quantization: str = "none", hnsw_ef: int | None = None) -> None:
         self._client = client
         self._quantization = quantization
+        self._hnsw_ef = hnsw_ef
         self._known: set[str] = set()
         self._lock = threading.Lock()
 
@@ -158,9 +162,10 @@ class ServerVectors:
             query_filter=_server_filter(match) if match else None,
             with_payload=True,
             # As the edge adapter: twice the candidates by int8, ranked by the full vectors.
-            search_params=models.SearchParams(quantization=rescore)
-            if self._quantization == "int8"
-            else None,
+            search_params=models.SearchParams(
+                hnsw_ef=self._hnsw_ef,
+                quantization=rescore if self._quantization == "int8" else None,
+            ),
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 

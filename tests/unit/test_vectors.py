@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from orchestrator.clients import edge
 from orchestrator.clients.edge import EdgeVectors
-from orchestrator.clients.vectors import ServerVectors, VectorPoint, VectorStore
+from orchestrator.clients.vectors import ServerVectors, VectorPoint, VectorStore, open_store
+from orchestrator.settings import Settings
 
 DIM = 16
 
@@ -141,3 +143,41 @@ def test_int8_quantization_is_in_a_new_shards_config(tmp_path: Path) -> None:
     vectors = json.loads((tmp_path / "c" / "edge_config.json").read_text())["vectors"][""]
     assert vectors["quantization_config"]["scalar"]["type"] == "int8"
     assert vectors["memory"] == "cold"  # full vectors on disk, for rescoring
+
+
+def test_a_larger_hnsw_ef_finds_more_exact_neighbours_and_builds_release_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped ef reaches the store; on an HNSW index it decides how many exact
+    neighbours a search finds. A build's swap hands freed heap back to the system."""
+    released: list[int] = []
+    monkeypatch.setattr(edge, "_release_freed_memory", lambda: released.append(1))
+    store = open_store(Settings(runtime_dir=tmp_path, qdrant_url=None, edge_index_threshold=7000))
+    assert isinstance(store, EdgeVectors) and store.hnsw_ef == Settings().search_hnsw_ef == 256
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(7000, 384))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    points = [VectorPoint(f"{i:032x}", rows[i].tolist(), {}) for i in range(len(rows))]
+    try:
+        # 10.5 MB of vectors: past Qdrant's full-scan threshold (10 MB), so HNSW answers.
+        store.upsert("c", 384, points)  # reaches the threshold: every point is indexed
+        deadline = time.monotonic() + 120
+        while store.indexing("c") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.unindexed("c") == 0 and released == [1]
+        queries = rng.normal(size=(50, 384))
+        exact = [set(np.argsort(-(rows @ q))[:10].tolist()) for q in queries]
+
+        def recall() -> float:
+            found = [
+                {int(h.id.replace("-", ""), 16) for h in store.search("c", q.tolist(), 10, {})}
+                for q in queries
+            ]
+            return sum(len(f & e) for f, e in zip(found, exact, strict=True)) / 500
+
+        shipped = recall()
+        store.hnsw_ef = 10
+        # Random 384-dim points are HNSW's hardest case: 0.94 against 0.14 when written.
+        assert shipped > 0.9 and recall() < shipped - 0.3
+    finally:
+        store.close()
