@@ -13,7 +13,7 @@ LLAMA_CPP := llama-cpp-python==0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF  # no multimodal library: text generation only
 
-.PHONY: setup model llm up down status demo test lint unit integration reliability perf peers compare clean
+.PHONY: setup model llm up down status demo test lint unit integration reliability perf peers compare screenshots clean
 
 setup: $(VENV)/.installed $(MODEL) $(LLM)
 
@@ -80,6 +80,10 @@ test: setup lint
 # Writes perf/results/reliability.{json,md}.
 reliability: setup
 	RELIABILITY_SCALE=full RELIABILITY_RESULTS=perf/results $(BIN)/pytest -q -s tests/reliability
+
+# The web page's screenshots in docs/web/ (README); `make test` writes them to a temporary folder.
+screenshots: setup
+	WEB_SCREENSHOTS=docs/web $(BIN)/pytest -q tests/integration/test_web.py
 
 perf: setup
 	$(BIN)/python -m perf.side_by_side
