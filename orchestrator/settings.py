@@ -100,8 +100,8 @@ class Settings(BaseSettings):
         256,
         ge=1,
         description="Candidates an HNSW search keeps (Qdrant's hnsw_ef; None: the index's "
-        "ef_construct, 100). At 1M points 256 found 0.98 of the exact top 5 against 0.95 "
-        "for 0.4 ms more; at 100k the same within noise (perf.scale).",
+        "ef_construct, 100). At 1M points 256 found 0.97-0.98 of the exact top 5 against "
+        "0.93-0.95 for 0.2-0.4 ms more per search; at 100k at most 0.2 ms (perf.scale).",
     )
     worker_concurrency: int = Field(8, description="Threads (embedded) or processes per worker.")
     ingest_concurrency: int = Field(
