@@ -20,13 +20,15 @@ DIM = 16
 
 @pytest.fixture(params=["edge", "server", "edge-int8", "server-int8"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    """Every case holds with Qdrant's int8 scalar quantization on, too."""
+    """Every case holds with Qdrant's int8 scalar quantization on, too; searches use the
+    shipped HNSW ef."""
     adapter: VectorStore
     kind, _, quantization = request.param.partition("-")
+    ef = Settings().search_hnsw_ef
     if kind == "edge":
-        adapter = EdgeVectors(tmp_path / "shards", quantization=quantization or "none")
+        adapter = EdgeVectors(tmp_path / "shards", quantization=quantization or "none", hnsw_ef=ef)
     else:
-        adapter = ServerVectors(QdrantClient(location=":memory:"), quantization or "none")
+        adapter = ServerVectors(QdrantClient(location=":memory:"), quantization or "none", ef)
     yield adapter
     adapter.close()
 
