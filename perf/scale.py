@@ -66,14 +66,15 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
 
     base = np.load(seed_file.with_suffix(".npy"))
     texts = json.loads(seed_file.with_suffix(".json").read_text())
-    per_upsert = Settings().embed_batch
+    settings = Settings()  # the worker's: its batch size and its search ef
+    per_upsert = settings.embed_batch
     rng = np.random.default_rng(0)
     # One HNSW build, started by the last batch but one, as perf.ingest_search fills its shard.
     store = EdgeVectors(
         folder,
         index_threshold=max(1, points - BATCH),
         quantization=quantization,
-        hnsw_ef=Settings().search_hnsw_ef,
+        hnsw_ef=settings.search_hnsw_ef,
     )
     start = time.perf_counter()
     for offset, idx, rows in noisy_batches(base, points, rng, BATCH):
@@ -122,7 +123,7 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
         "rss_mb": round(rss),
         "rss_anon_mb": round(anon),
         "disk_mb": round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20),
-        "hnsw_ef": Settings().search_hnsw_ef,
+        "hnsw_ef": settings.search_hnsw_ef,
         "recall@5": _recall(exact, hits),
         "ef_sweep": [
             {
