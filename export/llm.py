@@ -11,6 +11,10 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from export.repository import ROOT, link_or_copy
@@ -18,6 +22,45 @@ from orchestrator.settings import Settings
 
 BACKEND = ROOT / "model_repository" / "backend" / "llm.py"
 MODELS = ("smollm2", "gemma3")
+# Long enough that llama.cpp reads it in a batched matrix multiply, as a real prompt is read
+# (the AMX fault came from that kernel), then two tokens generated one at a time.
+SELF_TEST = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=512, n_batch=512, verbose=False)
+prompt = "Triton batches requests from many clients into one model run. " * 12
+out = llm.create_completion(prompt, max_tokens=2, temperature=0)
+assert out["usage"]["completion_tokens"] >= 1, out
+"""
+
+
+@dataclass(frozen=True)
+class SelfTestFailure:
+    reason: str
+    crashed: bool  # killed by a signal or hung: the native code, not the install or model
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def self_test(
+    gguf: Path, python: str = sys.executable, timeout_s: float = 300
+) -> SelfTestFailure | None:
+    """Load `gguf` with llama.cpp and generate in a child process: None if it worked, else
+    what went wrong (a fault in native code kills the child, not the caller)."""
+    try:
+        done = subprocess.run(
+            [python, "-c", SELF_TEST, str(gguf)], capture_output=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return SelfTestFailure(f"no token after {timeout_s:g}s", crashed=True)
+    if done.returncode == 0:
+        return None
+    tail = " | ".join(done.stderr.decode(errors="replace").strip().splitlines()[-5:])
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        return SelfTestFailure(f"llama.cpp died with {name} on its first tokens: {tail}", True)
+    return SelfTestFailure(f"the self-test exited with {done.returncode}: {tail}", False)
 
 
 def gguf_path(name: str, export_dir: Path) -> Path:
@@ -40,6 +83,12 @@ def publish_llm(settings: Settings, name: str | None = None) -> Path:
     if not (model_dir / "config.pbtxt").exists():
         raise SystemExit(f"{model_dir}/config.pbtxt is missing: the repository is committed")
     staging = model_dir / ".1.tmp"
+    failure = self_test(source)
+    if failure is not None:
+        raise SystemExit(
+            f"llama.cpp cannot run {name} on this CPU ({failure}); rebuild it for this CPU "
+            "with `python -m export.llama_build` (make setup does)"
+        )
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     link_or_copy(source, staging / "model.gguf")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from export.llm import self_test
 from orchestrator import prometheus, tritonserver
 from orchestrator.jobs import JobStore, reply_key
 from orchestrator.settings import Settings
@@ -232,9 +233,27 @@ def up(settings: Settings, report: Callable[[str], None], timeout_s: float = 240
             _wait(part, settings, None, timeout_s)
             report(f"{part.name}: already running (pid {pid})")
             continue
+        if part.name == "triton":
+            check_llm(settings, report)
         process = _spawn(part, settings)
         _wait(part, settings, process, timeout_s)
         report(f"{part.name}: started (pid {process.pid}), log {part.log_file(settings)}")
+
+
+def check_llm(settings: Settings, report: Callable[[str], None]) -> None:
+    """Before Triton loads the `llm` model: llama.cpp generates on this CPU, in a child
+    process (a fault there would otherwise kill the model's stub on the first question)."""
+    if settings.llm_model not in tritonserver.startup_models(settings):
+        return
+    gguf = settings.model_repository / settings.llm_model / "1" / "model.gguf"
+    failure = self_test(gguf)
+    if failure is not None:
+        raise StackError(
+            f"the LLM cannot run on this CPU: {failure}\nRebuild llama.cpp for this CPU "
+            "(`.venv/bin/python -m export.llama_build`, or `make setup`), or serve answers "
+            "from another endpoint (TRITONRAG_LLM_BACKEND=openai)."
+        )
+    report(f"llm: llama.cpp generates on this CPU ({gguf.name})")
 
 
 def _spawn(part: Part, settings: Settings) -> subprocess.Popen[bytes]:
