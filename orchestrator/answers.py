@@ -123,6 +123,8 @@ async def _generated(
 ) -> AsyncGenerator[Event, None]:
     """Send the answer task to the llm lane and relay its events until `done`."""
     s = services.settings
+    if services.guard is not None and s.llm_backend == "triton":
+        services.guard.check(s.llm_model)  # its stub died: 503 now, not a wait for a timeout
     request_id = uuid.uuid4().hex
     sent = time.perf_counter()
     await asyncio.to_thread(

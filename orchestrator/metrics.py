@@ -64,6 +64,17 @@ LLM_TOKENS = Counter("tritonrag_llm_tokens", "Tokens the LLM read or wrote.", ["
 LLM_ANSWERS = Counter(
     "tritonrag_llm_answers", "Answers the llm lane generated, by outcome.", ["outcome"]
 )
+MODEL_RELOADS = Counter(
+    "tritonrag_model_reloads",
+    "Reloads of a Triton model whose python-backend stub died (orchestrator/clients/"
+    "model_guard.py), by model and outcome: healed or failed.",
+    ["model", "outcome"],
+)
+MODEL_UP = Gauge(
+    "tritonrag_model_up",
+    "1 while every stub process of a loaded python-backend model is alive, 0 when one died.",
+    ["model"],
+)
 # Every label set exists from the start (at 0), so a rate over it is 0, not "no data".
 for _outcome in ("completed", "cancelled", "error", "timeout"):
     LLM_ANSWERS.labels(_outcome)

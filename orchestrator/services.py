@@ -19,6 +19,7 @@ from celery import Celery
 
 from orchestrator import timing
 from orchestrator.batcher import SearchBatcher
+from orchestrator.clients.model_guard import ModelGuard
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import (
@@ -44,6 +45,7 @@ class Services:
     redis: aioredis.Redis
     celery: Celery
     embedder: TritonEmbedder
+    guard: ModelGuard | None = None  # None: no local Triton watched (tests, the guard off)
     searches: SearchBatcher = field(init=False)
     _writes: set[asyncio.Future[Any]] = field(default_factory=set, init=False)  # cache writes
 
@@ -70,8 +72,12 @@ class Services:
         client = async_client(settings.broker_url, socket_timeout=30)
         jobs = JobStore.from_url(settings.broker_url)
         try:
-            async with TritonEmbedder.connect(settings) as embedder:
-                yield cls(settings, jobs, client, celery, embedder)
+            async with (
+                TritonEmbedder.connect(settings) as embedder,
+                ModelGuard.watching(settings, client) as guard,
+            ):
+                embedder.guard = guard
+                yield cls(settings, jobs, client, celery, embedder, guard)
         finally:
             await client.aclose()
             jobs.redis.close()

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         description="Other names /v1/embeddings accepts for embed_model (OpenAI `model`).",
     )
     embed_timeout_s: float = Field(30.0, description="Deadline of one embedding call to Triton.")
+    model_guard_interval_s: float = Field(
+        1.0,
+        description="Seconds between the API's checks that each loaded python-backend model "
+        "still has its stub processes (a dead one is reloaded); 0 turns the guard off. It "
+        "watches a tritonserver on the API's own host.",
+    )
     embed_max_chars: int = Field(
         200_000, description="Longest text accepted for embedding; longer is an error."
     )

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
 from orchestrator import timing
+from orchestrator.clients.model_guard import ModelGuard
 from orchestrator.encoder import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.metrics import TRITON_SECONDS
@@ -50,6 +51,8 @@ class TritonEmbedder:
         # A model unloaded since then is noticed by its failed inference (see `embed`).
         self._loaded: set[str] = set()
         self._loading = asyncio.Lock()
+        # Set by the API: a model whose stub died fails fast (503) until it is reloaded.
+        self.guard: ModelGuard | None = None
 
     @classmethod
     @asynccontextmanager
@@ -100,6 +103,8 @@ class TritonEmbedder:
         """Embed `texts` in order; lists longer than the model's batch limit are split."""
         self._validate(texts)
         name = model or self._settings.embed_model
+        if self.guard is not None:
+            self.guard.check(name)
         limit = await self._max_batch_size(name)
         chunks = [texts[i : i + limit] for i in range(0, len(texts), limit)]
         timeout = timeout_s or self._settings.embed_timeout_s

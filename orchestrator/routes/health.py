@@ -51,7 +51,7 @@ async def _probe(check: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
 async def ready(services: ServicesDep) -> JSONResponse:
     checks = {
         "redis": await _probe(services.redis.ping),
-        "triton": await _probe(services.embedder.ready),
+        "triton": await _probe(lambda: embed_ready(services)),
         "worker": await _probe(lambda: services.call(PING, timeout_s=READY_TIMEOUT_S)),
     }
     ok = all(c["ready"] for c in checks.values())
@@ -66,9 +66,18 @@ async def ready(services: ServicesDep) -> JSONResponse:
     )
 
 
+async def embed_ready(services: Services) -> bool:
+    """Triton has the model loaded and (where the guard watches) its stubs are alive."""
+    if services.guard is not None:
+        services.guard.check(services.settings.embed_model)
+    return await services.embedder.ready()
+
+
 async def llm_ready(services: Services) -> bool:
     settings = services.settings
     if settings.llm_backend == "triton":
+        if services.guard is not None:
+            services.guard.check(settings.llm_model)
         return await services.embedder.ready(settings.llm_model)
     from orchestrator.clients.llm import openai_ready
 
@@ -84,7 +93,7 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
     own: Metrics = request.app.state.metrics
     checks: dict[str, Callable[[], Awaitable[Any]]] = {
         "redis": services.redis.ping,
-        "triton": services.embedder.ready,
+        "triton": lambda: embed_ready(services),
         "llm": lambda: llm_ready(services),
     }
     for name, check in checks.items():
