@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,14 +49,14 @@ def triton_pid(grpc_port: int) -> int | None:
     return None
 
 
-def live_stubs(pid: int) -> set[str]:
-    """Instance names of the python-backend stubs running under tritonserver `pid` (a killed
-    stub stays a zombie until Triton reaps it: it is not alive)."""
-    names: set[str] = set()
+def live_stubs(pid: int) -> dict[str, int]:
+    """Instance name -> pid of the python-backend stubs running under tritonserver `pid` (a
+    killed stub stays a zombie until Triton reaps it: it is not alive)."""
+    stubs: dict[str, int] = {}
     try:
         children = psutil.Process(pid).children()
     except psutil.Error:
-        return names
+        return stubs
     for child in children:
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
@@ -63,8 +65,13 @@ def live_stubs(pid: int) -> set[str]:
         except psutil.Error:
             continue
         if len(argv) > STUB_NAME_ARG and argv[0].endswith(STUB):
-            names.add(argv[STUB_NAME_ARG])
-    return names
+            stubs[argv[STUB_NAME_ARG]] = int(child.pid)
+    return stubs
+
+
+def stop_stub(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def instance_names(config: dict[str, Any]) -> set[str]:
@@ -153,7 +160,7 @@ class ModelGuard:
         pid = self._locate()
         if pid is None:
             return {}
-        alive = live_stubs(pid)
+        alive = set(live_stubs(pid))
         ready = await self._ready_models()
         dead: dict[str, set[str]] = {}
         for model in ready:
@@ -161,6 +168,8 @@ class ModelGuard:
             MODEL_UP.labels(model).set(0 if missing else 1)
             if missing:
                 dead[model] = missing
+        for model in [m for m in self.outages if m in ready and m not in dead]:
+            del self.outages[model]  # another process reloaded it
         # A reload that failed left the model unloaded: try again, backing off.
         for model, outage in self.outages.items():
             if model not in ready and time.monotonic() >= outage.next_try:
@@ -210,7 +219,18 @@ class ModelGuard:
         log.warning("model %r: reloaded %.1fs after its stub died", model, took)
 
     async def _reload(self, model: str) -> None:
-        """Unload (the dead instance's requests fail), wait until gone, load again."""
+        """Stop the model's surviving stubs, unload it, load it again.
+
+        Triton 2.51 never finishes unloading a model once requests reached its dead stub
+        (their responses are never released: the model stays UNLOADING), and its healthy
+        stubs would then live on beside the new ones, ~300 MB each. So they are stopped
+        first, and the new version is loaded as soon as the old one is no longer ready.
+        """
+        names = await self._instances(model)
+        if self._pid is not None:
+            for name, pid in live_stubs(self._pid).items():
+                if name in names:
+                    stop_stub(pid)
         await self._client.unload_model(model)
         async with asyncio.timeout(RELOAD_TIMEOUT_S):
             while await self._client.is_model_ready(model):

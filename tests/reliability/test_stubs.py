@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-import psutil
 import pytest
 
 from orchestrator import stack as embedded
-from orchestrator.clients.model_guard import STUB, STUB_NAME_ARG, live_stubs
+from orchestrator.clients.model_guard import live_stubs
 from orchestrator.settings import Settings
 from tests.reliability.conftest import (
     corpus,
@@ -78,11 +77,9 @@ class Traffic:
 def stub_pid(settings: Settings, name: str) -> int:
     triton = embedded.running_pid(part(settings, "triton"), settings)
     assert triton is not None
-    for child in psutil.Process(triton).children():
-        argv = child.cmdline()
-        if len(argv) > STUB_NAME_ARG and argv[0].endswith(STUB) and argv[STUB_NAME_ARG] == name:
-            return int(child.pid)
-    raise AssertionError(f"no stub {name} under tritonserver {triton}")
+    stubs = live_stubs(triton)
+    assert name in stubs, f"no stub {name} under tritonserver {triton}: {stubs}"
+    return stubs[name]
 
 
 def model_ready(api: httpx.Client, settings: Settings, model: str) -> bool:
@@ -139,12 +136,16 @@ def test_a_model_whose_stub_dies_is_reported_refused_and_reloaded_under_traffic(
             os.kill(stub_pid(stack, name), signal.SIGSEGV)
             killed = time.monotonic()
             noticed = _until(lambda: not model_ready(api, stack, model), NOTICE_S)  # noqa: B023
-            back = _until(lambda: answers_again(api, "stubs", i), HEAL_S, 0.5)  # noqa: B023
+            back = None  # when the first search + question that both answered was sent
+            while back is None and time.monotonic() - killed < HEAL_S:
+                sent = time.monotonic() - killed
+                back = sent if answers_again(api, "stubs", i) else None
+                time.sleep(0.5)
             rows.append(
                 {
                     "stub": name,
                     "noticed_s": noticed,
-                    "answering_s": None if back is None else time.monotonic() - killed,
+                    "answering_s": back,
                     "reloads": reloads(api, model) - before,
                 }
             )
@@ -163,13 +164,13 @@ def test_a_model_whose_stub_dies_is_reported_refused_and_reloaded_under_traffic(
         latency=f"slowest request {slowest:.1f} s",
         recovery="; ".join(
             f"{r['stub']}: /ready {r['noticed_s'] or 0:.1f} s, "
-            f"answering {r['answering_s'] or 0:.0f} s"
+            f"answered a request sent {r['answering_s'] or 0:.1f} s after the kill"
             for r in rows
         ),
     )
     for row in rows:
         assert row["noticed_s"] is not None, row  # /ready said so within NOTICE_S
-        assert row["answering_s"] is not None and float(row["answering_s"]) < HEAL_S, row
+        assert row["answering_s"] is not None, row  # answered within HEAL_S
         assert row["reloads"] == 1, row  # reloaded once, by the guard
     assert set(statuses) <= {200, 503}, traffic.seen  # no 500, no timeout (0)
     assert all(int(retry or 0) > 0 for _, _, _, retry in refused), refused

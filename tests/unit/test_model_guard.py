@@ -40,13 +40,13 @@ def test_live_stubs_lists_running_stubs_by_instance_name_and_not_a_killed_one() 
     stubs = [_fake_stub("embed_0_0"), _fake_stub("embed_0_1")]
     try:
         deadline = time.monotonic() + 10
-        while live_stubs(os.getpid()) != {"embed_0_0", "embed_0_1"}:
+        while set(live_stubs(os.getpid())) != {"embed_0_0", "embed_0_1"}:
             assert time.monotonic() < deadline, live_stubs(os.getpid())
             time.sleep(0.05)
         os.kill(stubs[1].pid, signal.SIGSEGV)
         while psutil.Process(stubs[1].pid).status() != psutil.STATUS_ZOMBIE:
             time.sleep(0.05)  # not reaped: what Triton leaves until it unloads the model
-        assert live_stubs(os.getpid()) == {"embed_0_0"}
+        assert live_stubs(os.getpid()) == {"embed_0_0": stubs[0].pid}
     finally:
         for stub in stubs:
             stub.kill()
@@ -97,11 +97,17 @@ class FakeTriton:
         self.ready[model] = True
 
 
+def _pids(alive: set[str]) -> dict[str, int]:
+    """Made-up pids (the guard's kills are recorded, never sent)."""
+    return {name: 4_000_000 + i for i, name in enumerate(sorted(alive))}
+
+
 def _guard(
     triton: FakeTriton, alive: set[str], monkeypatch: pytest.MonkeyPatch, redis: Any = None
 ) -> ModelGuard:
     monkeypatch.setattr(model_guard, "triton_pid", lambda port: os.getpid())
-    monkeypatch.setattr(model_guard, "live_stubs", lambda pid: set(alive))
+    monkeypatch.setattr(model_guard, "live_stubs", lambda pid: _pids(alive))
+    monkeypatch.setattr(model_guard, "stop_stub", lambda pid: triton.calls.append(f"kill {pid}"))
     client = cast(grpcclient.InferenceServerClient, triton)
     return ModelGuard(client, Settings(), redis)
 
@@ -121,7 +127,7 @@ async def test_a_model_with_a_dead_stub_is_unloaded_and_loaded_again(
     assert triton.calls == ["unload llm", "load llm"]
     assert guard.outages == {} and guard.problem("llm") is None
     assert _count("llm", "healed") == healed + 1
-    monkeypatch.setattr(model_guard, "live_stubs", lambda pid: set(alive))
+    monkeypatch.setattr(model_guard, "live_stubs", lambda pid: _pids(alive))
     assert await guard.check_once() == {}
     assert triton.calls == ["unload llm", "load llm"]  # nothing more to do
 
@@ -159,8 +165,12 @@ async def test_one_process_reloads_a_model_when_several_watch_it(
         assert triton.calls == [] and second.problem("embed") is not None
         await client.delete(LOCK)
         await first.check_once()
-        assert triton.calls == ["unload embed", "load embed"]
+        # embed_0_0 (the survivor) is stopped before the unload
+        assert triton.calls == ["kill 4000000", "unload embed", "load embed"]
         assert await client.exists(LOCK) == 0
+        alive.add("embed_0_1")  # the reload started it again
+        await second.check_once()
+        assert second.problem("embed") is None and len(triton.calls) == 3
     finally:
         await client.aclose()
 
