@@ -30,10 +30,10 @@ from orchestrator.jobs import (
     cancel_key,
     scoped,
 )
+from orchestrator.lanes import ANSWER, LLM
 from orchestrator.metrics import CACHE
 from orchestrator.pipeline import generate
 from orchestrator.services import Services
-from workers.celery_app import ANSWER, LLM
 
 XREAD_BLOCK_S = 5.0
 CACHE_VERSION = 2  # bump when the prompt changes: cached answers of the old prompt are ignored

@@ -48,14 +48,6 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-def reply_key(request_id: str) -> str:
-    return f"{PREFIX}reply:{request_id}"
-
-
-# Search batches waiting for a worker's search thread (workers/search_lane.py).
-SEARCH_REQUESTS = f"{PREFIX}search-requests"
-
-
 def query_cache_key(model: str, digest: str) -> str:
     return f"{PREFIX}qcache:{model}:{digest}"
 

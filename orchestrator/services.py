@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -17,23 +16,14 @@ import numpy as np
 import redis.asyncio as aioredis
 from celery import Celery
 
-from orchestrator import timing
+from orchestrator import lanes, timing
 from orchestrator.batcher import SearchBatcher
 from orchestrator.clients.model_guard import ModelGuard
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import (
-    SEARCH_REQUESTS,
-    JobStore,
-    async_client,
-    collections_key,
-    query_cache_key,
-    reply_key,
-)
+from orchestrator.jobs import JobStore, async_client, collections_key, query_cache_key
 from orchestrator.metrics import CACHE
 from orchestrator.settings import Settings
-from workers import search_lane
-from workers.celery_app import ROUTES, SEARCH, create_celery
 
 log = logging.getLogger("tritonrag.services")
 
@@ -53,13 +43,15 @@ class Services:
         async def call(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             timeout = self.settings.search_timeout_s
             if self.settings.search_transport == "celery":
-                answers: list[dict[str, Any]] = await self.call(SEARCH, queries, timeout_s=timeout)
+                answers: list[dict[str, Any]] = await self.call(
+                    lanes.SEARCH, queries, timeout_s=timeout
+                )
                 return answers
             request_id = uuid.uuid4().hex
             sent = time.perf_counter()
-            message = search_lane.request(request_id, queries, timeout)
-            await self.redis.lpush(SEARCH_REQUESTS, message)
-            answers = await self._reply(SEARCH, request_id, sent, timeout)
+            message = lanes.search_request(request_id, queries, timeout)
+            await self.redis.lpush(lanes.SEARCH_REQUESTS, message)
+            answers = await self._reply(lanes.SEARCH, request_id, sent, timeout)
             return answers
 
         batcher = SearchBatcher(call, max_in_flight=self.settings.search_batches_in_flight)
@@ -68,7 +60,7 @@ class Services:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Services]:
-        celery = create_celery(settings)
+        celery = lanes.create_celery(settings)
         client = async_client(settings.broker_url, socket_timeout=30)
         jobs = JobStore.from_url(settings.broker_url)
         try:
@@ -92,23 +84,15 @@ class Services:
             self.celery.send_task,
             task,
             args=(request_id, *args),
-            queue=queue or ROUTES[task],
+            queue=queue or lanes.ROUTES[task],
             expires=timeout_s,
         )
         return await self._reply(task, request_id, sent, timeout_s)
 
     async def _reply(self, task: str, request_id: str, sent: float, timeout_s: float) -> Any:
-        answer = await self.redis.blpop([reply_key(request_id)], timeout=timeout_s)
-        if answer is None:
-            raise TritonRagError(
-                ErrorCode.NOT_READY, f"no worker answered {task} within {timeout_s:g}s", 5
-            )
-        message = json.loads(answer[1])
+        message = await lanes.wait_reply(self.redis, task, request_id, timeout_s)
         timing.add_queue(time.perf_counter() - sent - message.get("work_s", 0.0))
-        if "error" in message:
-            error = message["error"]
-            raise TritonRagError(ErrorCode(error["type"]), error["message"])
-        return message["result"]
+        return lanes.result(message)
 
     async def require_collection(self, tenant: str, collection: str) -> None:
         """404 for a collection the tenant never uploaded to (or dropped)."""

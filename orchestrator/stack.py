@@ -15,16 +15,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from export.llm import self_test
-from orchestrator import prometheus, tritonserver
-from orchestrator.jobs import JobStore, reply_key
+from orchestrator import lanes, prometheus, tritonserver
+from orchestrator.jobs import JobStore
+from orchestrator.lanes import INGEST, LLM, QUERY
 from orchestrator.settings import Settings
-from workers.celery_app import INGEST, LLM, QUERY
 
 
 class StackError(RuntimeError):
@@ -187,14 +186,10 @@ def ping_redis(settings: Settings) -> bool:
 
 def ping_worker(settings: Settings, timeout_s: int = 2, queue: str = QUERY) -> bool:
     """Send a ping on a lane and wait for a worker's reply."""
-    from workers.celery_app import PING, create_celery
-
-    request_id = uuid.uuid4().hex
-    app = create_celery(settings)
+    app = lanes.create_celery(settings)
     client = JobStore.from_url(settings.broker_url).redis
     try:
-        app.send_task(PING, args=(request_id,), queue=queue, expires=timeout_s)
-        return client.blpop([reply_key(request_id)], timeout=timeout_s) is not None
+        return bool(lanes.call(app, client, lanes.PING, timeout_s=timeout_s, queue=queue) == "pong")
     except Exception:  # not ready, whatever the reason
         return False
     finally:

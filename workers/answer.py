@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from opentelemetry.trace import SpanKind
 
+from orchestrator import lanes
 from orchestrator.clients.chat_template import Message
 from orchestrator.clients.llm import LLM, Sampling, open_llm
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -29,7 +30,6 @@ from orchestrator.metrics import (
 from orchestrator.pipeline.generate import Source, build_prompt
 from orchestrator.settings import Settings
 from orchestrator.tracing import tracer
-from workers import celery_app as lanes
 from workers.celery_app import app
 from workers.runtime import BackgroundLoop
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from workers.celery_app import INGEST
+from orchestrator.lanes import INGEST
 
 RESYNC_S = 5.0
 

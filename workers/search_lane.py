@@ -18,28 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from opentelemetry import propagate
 
 from orchestrator import tracing
-from orchestrator.jobs import SEARCH_REQUESTS
+from orchestrator.lanes import SEARCH, SEARCH_REQUESTS
 from orchestrator.metrics import TASKS
 from orchestrator.settings import Settings
-from workers.celery_app import SEARCH, SENT_AT
 
 log = logging.getLogger("tritonrag.worker")
 POP_TIMEOUT_S = 1  # how soon a thread sees the stop event
 Answer = Callable[[str, Callable[[], Any]], None]
 Search = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
-
-
-def request(request_id: str, queries: list[dict[str, Any]], timeout_s: float) -> str:
-    """The message the API pushes: `headers` like a Celery message's, so the lane metrics
-    (routes/health.py) read its age the same way, and the caller's trace goes along."""
-    now = time.time()
-    headers: dict[str, Any] = {SENT_AT: now}
-    propagate.inject(headers)
-    body = {"id": request_id, "queries": queries, "deadline": now + timeout_s}
-    return json.dumps(body | {"headers": headers})
 
 
 def start(settings: Settings, search: Search, answer: Answer) -> threading.Event:

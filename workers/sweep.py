@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from orchestrator.jobs import PREFIX, JobStore
-from workers.celery_app import INGEST, INGEST_DOCUMENT, lane_keys
+from orchestrator.lanes import INGEST, INGEST_DOCUMENT, lane_keys
 
 log = logging.getLogger("tritonrag.worker")
 STALE_S = 60.0  # a job untouched this long is looked for

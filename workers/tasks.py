@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import threading
-import time
 from typing import Any
 
 import redis
@@ -20,24 +19,21 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from orchestrator import tracing
-from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobState, reply_key, scoped
+from orchestrator import lanes, tracing
+from orchestrator.jobs import JobState, scoped
 from orchestrator.metrics import STORE_SEARCH_SECONDS, TASKS
 from orchestrator.pipeline import index, retrieve
-from workers import celery_app as lanes
 from workers import liveness, metrics, search_lane
-from workers.celery_app import app
+from workers.celery_app import app, settings
 from workers.gate import IngestGate, bind_step
 from workers.runtime import WorkerRuntime, close, runtime
 
 log = logging.getLogger("tritonrag.worker")
-REPLY_TTL_S = 120
 
 
 # A worker's threads serve both lanes; ingest may hold only some, so a search always finds one.
-_threads = lanes.settings.worker_concurrency
-gate = IngestGate(max(1, min(lanes.settings.ingest_concurrency, _threads - 1)))
+_threads = settings.worker_concurrency
+gate = IngestGate(max(1, min(settings.ingest_concurrency, _threads - 1)))
 app.steps["consumer"].add(bind_step(gate))
 
 
@@ -101,7 +97,7 @@ def run_searches(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with STORE_SEARCH_SECONDS.time(), tracing.tracer.start_as_current_span("store search"):
             return retrieve.search(store, q["collection"], q["vector"], q["top_k"], q["filters"])
 
-    return [_one(lambda q=q: one(q)) for q in queries]
+    return [lanes.outcome(functools.partial(one, q)) for q in queries]
 
 
 @app.task(name=lanes.SEARCH)
@@ -133,33 +129,16 @@ def ping(request_id: str) -> None:
     _answer(request_id, lambda: "pong")
 
 
-def _one(work: Any) -> dict[str, Any]:
-    """{"result": work()} or an error body; never raises, so the caller always hears back."""
-    try:
-        return {"result": work()}
-    except TritonRagError as exc:
-        return exc.body()
-    except Exception as exc:
-        log.exception("query-lane task failed")
-        return TritonRagError(ErrorCode.NOT_READY, f"vector store failed: {exc}").body()
-
-
 def _answer(request_id: str, work: Any) -> None:
     """Run `work` and push its result (or error) to the caller's reply key, with the time
     it took (the caller counts the rest of its wait as queue time)."""
-    start = time.perf_counter()
-    message = _one(work) | {"work_s": time.perf_counter() - start}
-    pipe = runtime().jobs.redis.pipeline()
-    pipe.rpush(reply_key(request_id), json.dumps(message))
-    pipe.expire(reply_key(request_id), REPLY_TTL_S)
-    pipe.execute()
+    lanes.push_reply(runtime().jobs.redis, request_id, lanes.run_for_reply(work))
 
 
 _search_lane: list[threading.Event] = []
 
 
 def _start_search_lane() -> None:
-    settings = lanes.settings
     if settings.search_transport == "redis" and lanes.QUERY in app.amqp.queues.consume_from:
         tracing.setup(settings, "tritonrag-worker")
         _search_lane.append(search_lane.start(settings, run_searches, _answer))
@@ -175,7 +154,7 @@ def _close_stores(**_: Any) -> None:
 @worker_ready.connect
 def _start_liveness(**_: Any) -> None:
     liveness.start(app)  # a fresh worker restores what dead ones held
-    metrics.serve(lanes.settings)
+    metrics.serve(settings)
     if app.conf.worker_pool != "prefork":  # prefork: each child starts its own
         _start_search_lane()
 
@@ -199,7 +178,7 @@ def _hold(request: Any = None, **_: Any) -> None:
 
 @task_prerun.connect
 def _trace(task_id: str = "", task: Any = None, **_: Any) -> None:
-    if tracing.setup(lanes.settings, "tritonrag-worker") and task is not None:
+    if tracing.setup(settings, "tritonrag-worker") and task is not None:
         headers = {k: v for k in ("traceparent", "tracestate") if (v := task.request.get(k))}
         tracing.task_started(task_id, task.name, headers)
 

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import require, scoped
+from orchestrator.lanes import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
 from orchestrator.pipeline.parse import sniff
 from orchestrator.schemas import (
     COLLECTION_PATTERN,
@@ -24,7 +25,6 @@ from orchestrator.schemas import (
     UploadedDocument,
     UploadResponse,
 )
-from workers.celery_app import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
 
 router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
 Collection = Annotated[str, Path(pattern=COLLECTION_PATTERN)]

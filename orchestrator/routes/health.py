@@ -15,10 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from orchestrator.deps import ServicesDep
 from orchestrator.errors import TritonRagError
-from orchestrator.jobs import SEARCH_REQUESTS
+from orchestrator.lanes import LANES, LLM, PING, QUERY, SEARCH_REQUESTS, SENT_AT, lane_keys
 from orchestrator.metrics import Metrics
 from orchestrator.services import Services
-from workers.celery_app import LANES, LLM, PING, QUERY, SENT_AT, lane_keys
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0

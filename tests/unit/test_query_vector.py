@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 from orchestrator.clients.triton import Embeddings, Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobStore, collections_key
+from orchestrator.lanes import create_celery
 from orchestrator.services import Services
 from orchestrator.settings import Settings
-from workers.celery_app import create_celery
 
 
 class CountingEmbedder:

@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from orchestrator.jobs import SEARCH_REQUESTS, reply_key
+from orchestrator import lanes
+from orchestrator.lanes import SEARCH_REQUESTS, SENT_AT, reply_key
 from orchestrator.settings import Settings
 from workers import search_lane
-from workers.celery_app import SENT_AT
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_the_worker_threads_answer_every_batch_on_its_reply_key(
     stop = search_lane.start(settings, _searches(calls), _answer(client))
     try:
         for n in range(5):
-            message = search_lane.request(f"r{n}", [_query(f"c{n}"), _query("x")], timeout_s=5)
+            message = lanes.search_request(f"r{n}", [_query(f"c{n}"), _query("x")], timeout_s=5)
             client.lpush(SEARCH_REQUESTS, message)
         for n in range(5):
             reply = client.blpop([reply_key(f"r{n}")], timeout=5)
@@ -70,7 +70,7 @@ def test_the_worker_threads_answer_every_batch_on_its_reply_key(
 
 def test_the_message_carries_its_deadline_and_send_time() -> None:
     before = time.time()
-    message = json.loads(search_lane.request("r1", [_query("c")], timeout_s=7))
+    message = json.loads(lanes.search_request("r1", [_query("c")], timeout_s=7))
     assert message["id"] == "r1" and message["queries"] == [_query("c")]
     assert before <= message["headers"][SENT_AT] <= time.time()
     assert message["deadline"] == pytest.approx(message["headers"][SENT_AT] + 7)
@@ -79,7 +79,7 @@ def test_the_message_carries_its_deadline_and_send_time() -> None:
 def test_a_batch_past_its_deadline_is_dropped_unanswered(client: redis.Redis) -> None:
     calls: list[list[dict[str, Any]]] = []
     search_lane.handle(
-        search_lane.request("late", [_query("c")], timeout_s=-1), _searches(calls), _answer(client)
+        lanes.search_request("late", [_query("c")], timeout_s=-1), _searches(calls), _answer(client)
     )
     assert calls == []
     assert client.llen(reply_key("late")) == 0
@@ -110,7 +110,7 @@ def test_a_failed_reply_does_not_stop_the_thread(client: redis.Redis, redis_url:
     stop = search_lane.start(settings, _searches(calls), answer)
     try:
         for n in range(2):
-            client.lpush(SEARCH_REQUESTS, search_lane.request(f"r{n}", [_query("c")], timeout_s=9))
+            client.lpush(SEARCH_REQUESTS, lanes.search_request(f"r{n}", [_query("c")], timeout_s=9))
         assert client.blpop([reply_key("r1")], timeout=5) is not None, "the thread died"
     finally:
         stop.set()

@@ -9,9 +9,9 @@ import pytest
 from celery import Celery
 
 from orchestrator.jobs import JobState, JobStore
+from orchestrator.lanes import INGEST, INGEST_DOCUMENT, create_celery
 from orchestrator.settings import Settings
 from workers import sweep
-from workers.celery_app import INGEST, INGEST_DOCUMENT, create_celery
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from orchestrator import tracing
+from orchestrator.lanes import SENT_AT, _stamp
 from orchestrator.settings import Settings
-from workers.celery_app import SENT_AT, _stamp
 
 
 def test_a_trace_crosses_the_celery_hop_into_grpc_metadata() -> None:
