@@ -10,4 +10,4 @@ COPY perf perf
 RUN pip install --no-cache-dir .
 ENV TRITONRAG_HOST=0.0.0.0
 EXPOSE 8080
-CMD ["uvicorn", "orchestrator.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["uvicorn", "orchestrator.api.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8080"]

@@ -2,7 +2,7 @@
 
 import sys
 
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 
 if __name__ == "__main__":
     app(["export", *sys.argv[1:]])

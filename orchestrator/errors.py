@@ -5,8 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
 
 class ErrorCode(StrEnum):
     """What went wrong, independent of transport. The value is the OpenAI `type` field."""
@@ -60,8 +58,3 @@ class TritonRagError(Exception):
         return {
             "error": {"message": self.message, "type": self.code.value, "code": self.code.status}
         }
-
-
-def error_response(exc: TritonRagError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
-    return JSONResponse(exc.body(), status_code=exc.code.status, headers=headers)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.encoder import Matrix
 from orchestrator.settings import PORT_FIELDS, Settings
-from orchestrator.tritonserver import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -107,7 +107,7 @@ def bench_settings(runtime_dir: Path) -> Settings:
 @contextmanager
 def own_stack(**overrides: Any) -> Iterator[Settings]:
     """The embedded stack on free ports in a temporary folder, stopped on exit."""
-    from orchestrator import stack as embedded
+    from orchestrator.cli import launcher as embedded
 
     with tempfile.TemporaryDirectory() as tmp:
         ports = {p: free_port() for p in PORT_FIELDS}

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 from export.corpus import chunks
 from export.onnx_graph import default_model_dir
 from export.run import cpu_isa
-from orchestrator.tritonserver import free_port
+from orchestrator.cli.tritonserver import free_port
 from perf.common import RESULTS, own_stack, run_perf_analyzer, save_results
 from perf.side_by_side import best_raw
 

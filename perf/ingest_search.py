@@ -29,7 +29,7 @@ import numpy as np
 import redis
 
 from export.corpus import paragraphs
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.triton import TritonEmbedder
 from orchestrator.clients.vectors import VectorPoint

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 
 from export.corpus import chunks
 from export.run import cpu_isa
-from orchestrator.tritonserver import TritonProcess
+from orchestrator.cli.tritonserver import TritonProcess
 from perf.common import RESULTS, bench_settings, run_perf_analyzer
 
 CONCURRENCY = (1, 2, 4, 8, 16)

@@ -30,11 +30,11 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
+from orchestrator.cli.launcher import WORKER_MALLOC
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.vectors import VectorPoint
 from orchestrator.encoder import Matrix
 from orchestrator.settings import Settings
-from orchestrator.stack import WORKER_MALLOC
 from perf.common import noisy_batches, save_results
 
 SIZES = [int(n) for n in os.environ.get("PERF_SCALE", "10000,100000").split(",")]

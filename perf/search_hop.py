@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psutil
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.settings import Settings
 from perf.common import own_stack, save_results
 from perf.ingest_search import documents, ingest, search_latency

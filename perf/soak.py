@@ -28,7 +28,7 @@ import aiohttp
 import numpy as np
 
 from export.corpus import paragraphs
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.settings import Settings
 from perf.common import own_stack, save_results
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from orchestrator.cli.tritonserver import TritonProcess, free_port
 from orchestrator.settings import PORT_FIELDS, Settings
-from orchestrator.tritonserver import TritonProcess, free_port
 from perf.otlp import receiver
 
 

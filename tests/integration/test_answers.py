@@ -20,7 +20,7 @@ import openai
 import pytest
 import tritonclient.http as httpclient
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.pipeline.generate import NO_SOURCES_ANSWER
 from orchestrator.settings import Settings
 from tests.integration.conftest import search, upload, wait_job

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
+from orchestrator.cli.tritonserver import free_port, is_ready
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import free_port, is_ready
 from tests import samples
 from tests.integration.conftest import stack_settings
 
@@ -89,7 +89,7 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
 
 
 def test_server_is_not_ready_until_its_models_are_loaded(tmp_path: Path) -> None:
-    from orchestrator.tritonserver import TritonProcess
+    from orchestrator.cli.tritonserver import TritonProcess
 
     settings = Settings(
         runtime_dir=tmp_path,

@@ -74,7 +74,7 @@ async def test_client_errors_use_the_project_vocabulary(triton: Settings) -> Non
 
 
 async def test_an_unreachable_server_is_not_ready(tmp_path: object) -> None:
-    from orchestrator.tritonserver import free_port
+    from orchestrator.cli.tritonserver import free_port
 
     settings = Settings(triton_grpc_port=free_port(), embed_timeout_s=2.0)
     async with TritonEmbedder.connect(settings) as client:

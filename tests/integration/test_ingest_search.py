@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.settings import Settings
 from tests import samples
 from tests.integration.conftest import search, upload, wait_job

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator import prometheus
-from orchestrator.dashboards import DASHBOARDS, RATE
+from orchestrator.cli import prometheus
+from orchestrator.cli.dashboards import DASHBOARDS, RATE
 from orchestrator.settings import Settings
 from tests.integration.conftest import search, upload, wait_job
 

@@ -16,13 +16,13 @@ import pytest
 import tritonclient.http
 from fastapi.testclient import TestClient
 
-from orchestrator import stack as embedded
+from orchestrator.api.app import create_app
+from orchestrator.cli import launcher as embedded
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.jobs import JobStore, scoped
-from orchestrator.main import create_app
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import free_port
 from tests.integration.conftest import search, upload, wait_job
 from workers.liveness import ALIVE_TTL_S
 

@@ -21,9 +21,9 @@ from export.onnx_graph import default_model_dir
 from export.parity import reference
 from export.repository import published
 from export.run import gate_failures
+from orchestrator.cli.tritonserver import startup_models
 from orchestrator.encoder import Matrix, OnnxEncoder, Variant
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import startup_models
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
 
-from orchestrator.main import create_app
+from orchestrator.api.app import create_app
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import free_port
 from tests.integration.conftest import search
 
 pytestmark = pytest.mark.integration

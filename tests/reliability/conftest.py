@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.jobs import scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import PORT_FIELDS, Settings
-from orchestrator.tritonserver import free_port
 from perf.common import save_results
 from tests.integration.conftest import client, serve
 

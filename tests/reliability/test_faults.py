@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.jobs import JobStore
 from orchestrator.settings import Settings
 from perf import overload, soak

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from orchestrator import stack as embedded
+from orchestrator.cli import launcher as embedded
 from orchestrator.clients.model_guard import live_stubs
 from orchestrator.settings import Settings
 from tests.reliability.conftest import (

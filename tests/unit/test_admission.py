@@ -9,8 +9,8 @@ import time
 import httpx
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.admission import LAG_PROBES, Admission, Lane
-from orchestrator.metrics import Metrics
+from orchestrator.api.admission import LAG_PROBES, Admission, Lane
+from orchestrator.api.metrics import Metrics
 
 
 def _gate(limit: int, metrics: Metrics | None = None) -> tuple[Admission, asyncio.Event]:

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.main import check_bind
+from orchestrator.api.app import check_bind
 from orchestrator.settings import Settings
 
 
@@ -22,7 +22,7 @@ def test_api_keys_come_from_json_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_upload_body_is_in_the_openapi_document() -> None:
-    from orchestrator.main import create_app
+    from orchestrator.api.app import create_app
 
     spec = create_app(Settings()).openapi()
     body = spec["paths"]["/v1/collections/{collection}/documents"]["post"]["requestBody"]

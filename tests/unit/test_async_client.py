@@ -9,9 +9,9 @@ from pathlib import Path
 
 import redis
 
+from orchestrator.cli.launcher import redis_server
+from orchestrator.cli.tritonserver import free_port
 from orchestrator.jobs import async_client
-from orchestrator.stack import redis_server
-from orchestrator.tritonserver import free_port
 
 
 def _start(port: int, folder: Path) -> subprocess.Popen[bytes]:

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.batcher import SearchBatcher
+from orchestrator.api.batcher import SearchBatcher
 from orchestrator.errors import ErrorCode, TritonRagError
 
 

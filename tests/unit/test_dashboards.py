@@ -1,4 +1,4 @@
-"""The committed Grafana JSON is what orchestrator/dashboards.py generates, and every panel
+"""The committed Grafana JSON is what orchestrator/cli/dashboards.py generates, and every panel
 is complete; `top` formats what Prometheus answers."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from orchestrator.dashboards import DASHBOARDS, DASHBOARDS_DIR, DATASOURCE_UID, render
-from orchestrator.top import fmt, legend
+from orchestrator.cli.dashboards import DASHBOARDS, DASHBOARDS_DIR, DATASOURCE_UID, render
+from orchestrator.cli.top import fmt, legend
 
 
 @pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda d: d.uid)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import prometheus
+from orchestrator.cli import prometheus
 from orchestrator.settings import ROOT, Settings
 
 

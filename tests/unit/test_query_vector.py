@@ -1,4 +1,4 @@
-"""A search's query embedding (orchestrator/services.py) against a real redis-server: the
+"""A search's query embedding (orchestrator/api/services.py) against a real redis-server: the
 collection check, the query-embedding cache and its write off the request's path."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from orchestrator.api.services import Services
 from orchestrator.clients.triton import Embeddings, Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobStore, collections_key
 from orchestrator.lanes import create_celery
-from orchestrator.services import Services
 from orchestrator.settings import Settings
 
 

@@ -5,8 +5,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from export import tensorrt
+from orchestrator.cli.tritonserver import startup_models
 from orchestrator.settings import Settings
-from orchestrator.tritonserver import startup_models
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 

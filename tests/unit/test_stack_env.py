@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import stack
+from orchestrator.cli import launcher as stack
 from orchestrator.settings import Settings
 
 

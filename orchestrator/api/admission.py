@@ -31,8 +31,9 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from prometheus_client import Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator.errors import ErrorCode, TritonRagError, error_response
-from orchestrator.metrics import Metrics
+from orchestrator.api.errors import error_response
+from orchestrator.api.metrics import Metrics
+from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.settings import Settings
 
 

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 
 from orchestrator import lanes, timing
-from orchestrator.batcher import SearchBatcher
+from orchestrator.api.batcher import SearchBatcher
 from orchestrator.clients.model_guard import ModelGuard
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError

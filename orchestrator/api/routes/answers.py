@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from orchestrator.answers import Question, answer_events, check_question
-from orchestrator.deps import ServicesDep, TenantDep
+from orchestrator.api.answers import Question, answer_events, check_question
+from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.routes.documents import Collection
+from orchestrator.api.schemas import ERROR_RESPONSES, AskRequest, AskResponse
 from orchestrator.errors import TritonRagError
-from orchestrator.routes.documents import Collection
-from orchestrator.schemas import ERROR_RESPONSES, AskRequest, AskResponse
 
 router = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
 

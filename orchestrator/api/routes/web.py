@@ -1,4 +1,4 @@
-"""The page at `/` (orchestrator/web/: plain HTML, CSS and one JS module, no build step)."""
+"""The page at `/` (orchestrator/api/web/: plain HTML, CSS and one JS module, no build step)."""
 
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ from typing import Any
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from orchestrator.answers import Question, answer_events, check_question
+from orchestrator.api.answers import Question, answer_events, check_question
+from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.schemas import ERROR_RESPONSES, ChatMessage, ChatRequest
 from orchestrator.clients.chat_template import Message
-from orchestrator.deps import ServicesDep, TenantDep
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import collections_key
-from orchestrator.schemas import ERROR_RESPONSES, ChatMessage, ChatRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 from orchestrator import timing
+from orchestrator.api.services import Services
 from orchestrator.clients.chat_template import Message
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import (
@@ -33,7 +34,6 @@ from orchestrator.jobs import (
 from orchestrator.lanes import ANSWER, LLM
 from orchestrator.metrics import CACHE
 from orchestrator.pipeline import generate
-from orchestrator.services import Services
 
 XREAD_BLOCK_S = 5.0
 CACHE_VERSION = 2  # bump when the prompt changes: cached answers of the old prompt are ignored

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from orchestrator.deps import ServicesDep, TenantDep
+from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.routes.documents import Collection
+from orchestrator.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
 from orchestrator.jobs import scoped
-from orchestrator.routes.documents import Collection
-from orchestrator.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=ERROR_RESPONSES)
 

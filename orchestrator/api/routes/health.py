@@ -13,11 +13,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from orchestrator.deps import ServicesDep
+from orchestrator.api.deps import ServicesDep
+from orchestrator.api.metrics import Metrics
+from orchestrator.api.services import Services
 from orchestrator.errors import TritonRagError
 from orchestrator.lanes import LANES, LLM, PING, QUERY, SEARCH_REQUESTS, SENT_AT, lane_keys
-from orchestrator.metrics import Metrics
-from orchestrator.services import Services
 
 router = APIRouter(tags=["health"])
 READY_TIMEOUT_S = 3.0

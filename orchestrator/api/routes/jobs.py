@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from orchestrator.deps import ServicesDep, TenantDep
+from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.schemas import ERROR_RESPONSES, Job
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, JobStore
-from orchestrator.schemas import ERROR_RESPONSES, Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERROR_RESPONSES)
 POLL_S = 0.25

@@ -97,7 +97,7 @@ def publish_llm(
 @app.command()
 def triton() -> None:
     """Run Triton in the foreground until Ctrl-C or SIGTERM."""
-    from orchestrator.tritonserver import TritonProcess
+    from orchestrator.cli.tritonserver import TritonProcess
 
     settings = Settings()
     stop = threading.Event()
@@ -120,7 +120,7 @@ def triton() -> None:
 def up() -> None:
     """Start Redis, Triton, a Celery worker and the API in the background; return when all
     are ready. Parts already running are left alone, missing ones are started."""
-    from orchestrator import stack
+    from orchestrator.cli import launcher as stack
 
     settings = Settings()
     try:
@@ -129,7 +129,7 @@ def up() -> None:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"ready: http://{settings.host}:{settings.port} (logs in {settings.runtime_dir})")
-    from orchestrator import prometheus
+    from orchestrator.cli import prometheus
 
     if prometheus.binary():
         console.print(f"metrics: {prometheus.url(settings)} (look with `tritonrag top`)")
@@ -140,7 +140,7 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop what `up` started, and nothing else."""
-    from orchestrator import stack
+    from orchestrator.cli import launcher as stack
 
     if stack.down(Settings(), console.print) == 0:
         console.print("nothing to stop")
@@ -149,7 +149,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Each part's pid and readiness."""
-    from orchestrator import stack
+    from orchestrator.cli import launcher as stack
 
     table = Table("part", "pid", "ready")
     for name, state in stack.status(Settings()).items():
@@ -169,8 +169,8 @@ def top(
     import httpx
     from rich.live import Live
 
-    from orchestrator import prometheus
-    from orchestrator.top import render
+    from orchestrator.cli import prometheus
+    from orchestrator.cli.top import render
 
     base = url or prometheus.url(Settings())
     with httpx.Client(base_url=base, timeout=10) as client:
@@ -193,8 +193,8 @@ def top(
 
 @app.command()
 def dashboards() -> None:
-    """Write grafana/dashboards/*.json from orchestrator/dashboards.py (needs the dev extras)."""
-    from orchestrator.dashboards import write
+    """Write grafana/dashboards/*.json from orchestrator/cli/dashboards.py (needs the dev extras)."""
+    from orchestrator.cli.dashboards import write
 
     for path in write():
         console.print(f"wrote {path}")
@@ -208,7 +208,7 @@ def ingest(
     api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
 ) -> None:
     """Upload documents and show a progress bar until every one is indexed or failed."""
-    from orchestrator.ingest_client import ingest_paths
+    from orchestrator.cli.ingest import ingest_paths
 
     settings = Settings()
     failed = ingest_paths(
@@ -285,7 +285,7 @@ def ask(
     api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
 ) -> None:
     """Ask a collection: stream the answer, then print the sources it cites."""
-    from orchestrator.ask_client import ask_stream
+    from orchestrator.cli.ask import ask_stream
 
     settings = Settings()
     base = url or f"http://{settings.host}:{settings.port}"

@@ -17,11 +17,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import tracing
-from orchestrator.admission import Admission, KeyLimiter, lanes
-from orchestrator.errors import ErrorCode, TritonRagError, error_response
-from orchestrator.metrics import Metrics, MetricsMiddleware
-from orchestrator.routes import answers, chat, documents, embeddings, health, jobs, search, web
-from orchestrator.services import Services
+from orchestrator.api.admission import Admission, KeyLimiter, lanes
+from orchestrator.api.errors import error_response
+from orchestrator.api.metrics import Metrics, MetricsMiddleware
+from orchestrator.api.routes import answers, chat, documents, embeddings, health, jobs, search, web
+from orchestrator.api.services import Services
+from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.settings import Settings
 
 

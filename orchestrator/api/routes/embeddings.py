@@ -7,16 +7,16 @@ import base64
 import numpy as np
 from fastapi import APIRouter
 
-from orchestrator.clients.triton import Priority
-from orchestrator.deps import ServicesDep, TenantDep
-from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.schemas import (
+from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.schemas import (
     ERROR_RESPONSES,
     EmbeddingItem,
     EmbeddingRequest,
     EmbeddingResponse,
     Usage,
 )
+from orchestrator.clients.triton import Priority
+from orchestrator.errors import ErrorCode, TritonRagError
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
 MAX_INPUTS = 2048

@@ -1,7 +1,7 @@
 """`tritonrag top`: the dashboards' key panels in the terminal, from the running Prometheus.
 
 There is no Grafana in the package registries, so the embedded stack cannot run one; this
-reads the very expressions the Grafana dashboards use (orchestrator/dashboards.py, panels
+reads the very expressions the Grafana dashboards use (orchestrator/cli/dashboards.py, panels
 marked `top`) through Prometheus' HTTP API, over a short window so it moves with the load.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 from rich.table import Table
 
-from orchestrator.dashboards import DASHBOARDS, RATE, Panel
+from orchestrator.cli.dashboards import DASHBOARDS, RATE, Panel
 
 WINDOW = "30s"  # six scrapes: recent enough to follow the load, enough to be stable
 _LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")

@@ -12,12 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.datastructures import UploadFile
 
-from orchestrator.deps import ServicesDep, TenantDep
-from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import require, scoped
-from orchestrator.lanes import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
-from orchestrator.pipeline.parse import sniff
-from orchestrator.schemas import (
+from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.schemas import (
     COLLECTION_PATTERN,
     DOCUMENT_ID_PATTERN,
     ERROR_RESPONSES,
@@ -25,6 +21,10 @@ from orchestrator.schemas import (
     UploadedDocument,
     UploadResponse,
 )
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.jobs import require, scoped
+from orchestrator.lanes import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
+from orchestrator.pipeline.parse import sniff
 
 router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
 Collection = Annotated[str, Path(pattern=COLLECTION_PATTERN)]

@@ -10,8 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.api.services import Services
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.services import Services
 
 DEFAULT_TENANT = "default"
 

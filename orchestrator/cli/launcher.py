@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.llm import self_test
-from orchestrator import lanes, prometheus, tritonserver
+from orchestrator import lanes
+from orchestrator.cli import prometheus, tritonserver
 from orchestrator.jobs import JobStore
 from orchestrator.lanes import INGEST, LLM, QUERY
 from orchestrator.settings import Settings
@@ -133,7 +134,7 @@ def parts(settings: Settings) -> list[Part]:
                 python,
                 "-m",
                 "uvicorn",
-                "orchestrator.main:create_app",
+                "orchestrator.api.app:create_app",
                 "--factory",
                 "--host",
                 settings.host,
@@ -143,7 +144,7 @@ def parts(settings: Settings) -> list[Part]:
             ],
             env,
             lambda: api_ready(settings),
-            "orchestrator.main",
+            "orchestrator.api.app",
         ),
     ]
     if executable := prometheus.binary():

@@ -1,0 +1,1 @@
+"""FastAPI: the app factory, routes, services, admission and the HTTP edges."""

@@ -1,0 +1,1 @@
+"""The `tritonrag` command and the embedded launcher; may import everything below."""
