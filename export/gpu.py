@@ -8,7 +8,7 @@ from pathlib import Path
 from export import tensorrt
 from export.onnx_graph import default_model_dir, export_fp32, max_seq_length, pad_token_id
 from export.repository import BACKEND_FILES, ROOT
-from orchestrator.encoder import Variant
+from model_repository.backend.encoder import Variant
 from orchestrator.settings import Settings
 
 GPU_REPO = ROOT / "model_repository" / "gpu"
@@ -29,7 +29,8 @@ def export_gpu(settings: Settings, model_dir: Path | None = None) -> None:
     tokenize = GPU_REPO / "tokenize" / "1"
     tokenize.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "model_repository" / "backend" / "tokenize.py", tokenize / "model.py")
-    shutil.copy(BACKEND_FILES[1], tokenize / "encoder.py")
+    for helper in BACKEND_FILES[1:]:  # encoder.py, startup.py
+        shutil.copy(helper, tokenize / helper.name)
     for name in ("tokenizer.json", "variant.json"):
         shutil.copy(work / name, tokenize / name)
     (GPU_REPO / "encoder_onnx" / "1").mkdir(parents=True, exist_ok=True)

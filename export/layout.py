@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.quantize import texts_per_second
-from orchestrator.encoder import OnnxEncoder
+from model_repository.backend.encoder import OnnxEncoder
 
 CANDIDATES = (1, 64, 128, 256, 512)  # padded tokens per call; 1: every text alone
 BATCH = 8  # texts per dynamic batch: eight users' queries, or a share of an ingest batch

@@ -21,6 +21,7 @@ from export.repository import ROOT, link_or_copy
 from orchestrator.settings import Settings
 
 BACKEND = ROOT / "model_repository" / "backend" / "llm.py"
+STARTUP = ROOT / "model_repository" / "backend" / "startup.py"
 MODELS = ("smollm2", "gemma3")
 # Long enough that llama.cpp reads it in a batched matrix multiply, as a real prompt is read
 # (the AMX fault came from that kernel), then two tokens generated one at a time.
@@ -93,6 +94,7 @@ def publish_llm(settings: Settings, name: str | None = None) -> Path:
     staging.mkdir()
     link_or_copy(source, staging / "model.gguf")
     shutil.copy(BACKEND, staging / "model.py")
+    shutil.copy(STARTUP, staging / "startup.py")
     meta = {"name": name, "source": str(source), "bytes": source.stat().st_size}
     (staging / "source.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(model_dir / "1", ignore_errors=True)

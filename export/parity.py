@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.encoder import Matrix
+from model_repository.backend.encoder import Matrix
 
 Ranks = NDArray[np.int64]
 Scores = NDArray[np.float64]

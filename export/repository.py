@@ -8,12 +8,13 @@ import shutil
 import struct
 from pathlib import Path
 
-from orchestrator.encoder import Variant
+from model_repository.backend.encoder import Variant
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND_FILES = (
     ROOT / "model_repository" / "backend" / "model.py",
-    ROOT / "orchestrator" / "encoder.py",
+    ROOT / "model_repository" / "backend" / "encoder.py",
+    ROOT / "model_repository" / "backend" / "startup.py",
 )
 WARMUP_TEXT = "Triton warms this model up before it reports ready."
 

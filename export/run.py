@@ -14,7 +14,7 @@ import numpy as np
 
 from export import corpus, layout, parity, quantize, repository
 from export.onnx_graph import default_model_dir, export_fp32, max_seq_length, pad_token_id
-from orchestrator.encoder import Matrix, OnnxEncoder, Variant, pad
+from model_repository.backend.encoder import Matrix, OnnxEncoder, Variant, pad
 from orchestrator.settings import Settings
 
 log = logging.getLogger("tritonrag.export")

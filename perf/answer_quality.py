@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from export.llm import MODELS, gguf_path
+from model_repository.backend.encoder import OnnxEncoder
 from orchestrator.clients.chat_template import GGUFTokenizer
-from orchestrator.encoder import OnnxEncoder
 from orchestrator.pipeline import generate
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from model_repository.backend.encoder import Matrix
 from orchestrator.cli.tritonserver import free_port
-from orchestrator.encoder import Matrix
 from orchestrator.settings import PORT_FIELDS, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -29,11 +29,11 @@ import numpy as np
 import redis
 
 from export.corpus import paragraphs
+from model_repository.backend.encoder import Matrix
 from orchestrator.cli import launcher as embedded
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.triton import TritonEmbedder
 from orchestrator.clients.vectors import VectorPoint
-from orchestrator.encoder import Matrix
 from orchestrator.jobs import collections_key, scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings

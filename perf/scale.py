@@ -30,10 +30,10 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
+from model_repository.backend.encoder import Matrix
 from orchestrator.cli.launcher import WORKER_MALLOC
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.vectors import VectorPoint
-from orchestrator.encoder import Matrix
 from orchestrator.settings import Settings
 from perf.common import noisy_batches, save_results
 
@@ -51,7 +51,7 @@ def seeds(path: Path) -> None:
     """400 real chunks and their embeddings (the served model's export) into `path`.npy and
     `path`.json, in the parent: the measured processes then hold no model."""
     from export.corpus import chunks
-    from orchestrator.encoder import OnnxEncoder
+    from model_repository.backend.encoder import OnnxEncoder
 
     folder = Settings().model_repository / "embed" / "1"
     texts = chunks(400)

@@ -25,8 +25,8 @@ import tritonclient.grpc as grpcclient
 
 from export.corpus import chunks, known_items
 from export.run import cpu_isa
+from model_repository.backend.encoder import OnnxEncoder
 from orchestrator.cli.tritonserver import TritonProcess
-from orchestrator.encoder import OnnxEncoder
 from perf.common import RESULTS, bench_settings, run_perf_analyzer
 
 SECONDS = float(os.environ.get("PERF_SECONDS", "6"))

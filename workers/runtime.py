@@ -10,8 +10,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from orchestrator.clients.triton import TritonEmbedder
-from orchestrator.clients.vectors import VectorStore, open_store
-from orchestrator.encoder import Matrix
+from orchestrator.clients.vectors import Matrix, VectorStore
 from orchestrator.jobs import JobStore
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.pipeline.index import IndexContext
@@ -105,3 +104,24 @@ def close() -> None:
         if _runtime is not None and "store" in _runtime.__dict__:
             _runtime.store.close()
         _runtime = None
+
+
+def open_store(settings: Settings) -> VectorStore:
+    """The server adapter when TRITONRAG_QDRANT_URL is set, else the embedded edge shards."""
+    if settings.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        from orchestrator.clients.qdrant import ServerVectors
+
+        if settings.qdrant_url.startswith(":memory:"):
+            return ServerVectors(QdrantClient(location=":memory:"))
+        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        return ServerVectors(client, settings.vector_quantization, settings.search_hnsw_ef)
+    from orchestrator.clients.edge import EdgeVectors  # loads the engine: only where it runs
+
+    return EdgeVectors(
+        settings.vectors_dir,
+        settings.edge_index_threshold,
+        settings.vector_quantization,
+        settings.search_hnsw_ef,
+    )

@@ -8,20 +8,24 @@ inputs `text_input` (the prompt, already templated), `stream`, `sampling_paramet
 
 Streaming sends the first token at once, then one response per `stream_tokens` tokens, then
 an empty final response. A cancelled request (client gone, gRPC stream cancelled) stops at
-the next token. Publishing (`tritonrag publish-llm`) copies this file to `llm/1/model.py`
-beside `model.gguf`.
+the next token. Publishing (`tritonrag publish-llm`) copies this file to `llm/1/model.py`,
+with `startup.py`, beside `model.gguf`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the stub at run time
 from llama_cpp import Llama
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from startup import model_args
 
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
 MAX_PROMPT_CHARS = 200_000
@@ -31,9 +35,7 @@ class TritonPythonModel:
     """llama.cpp behind Triton's LLM tensor names."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / args["model_version"]
+        folder, params = model_args(args)
         threads = int(params.get("n_threads", "0")) or (os.cpu_count() or 1)
         self.llm = Llama(
             model_path=str(folder / params.get("gguf", "model.gguf")),

@@ -2,13 +2,12 @@
 
 Thin: it validates each request, hands every text of the dynamic batch to one
 `OnnxEncoder.encode` call (which regroups them by length) and splits the result back.
-Export copies this file, `encoder.py`, the ONNX graph, `tokenizer.json` and `variant.json`
-into each model's version folder.
+Export copies this file, `encoder.py`, `startup.py`, the ONNX graph, `tokenizer.json` and
+`variant.json` into each model's version folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,17 +21,17 @@ import triton_python_backend_utils as pb_utils  # provided by the stub at run ti
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import OnnxEncoder, decode_texts
+from startup import model_args
 
 
 class TritonPythonModel:
     """Text embedding model served by Triton's python backend."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        folder, params = model_args(args)
         self.max_chars = int(params.get("max_chars", "200000"))
         self.encoder = OnnxEncoder(
-            Path(args["model_repository"]) / args["model_version"],
+            folder,
             threads=int(params.get("intra_op_threads", "1")),
             parallel=int(params.get("parallel_runs", "1")),
             max_waste=float(params.get("max_padding_waste", "0.1")),

@@ -1,12 +1,12 @@
 """Triton python-backend model for the gpu target: validated UTF-8 text -> padded token ids.
 
 The encoder after it (TensorRT or onnxruntime backend) runs on the GPU. Export copies this
-file as `model.py`, with `encoder.py`, `tokenizer.json` and `variant.json`, into `tokenize/1/`.
+file as `model.py`, with `encoder.py`, `startup.py`, `tokenizer.json` and `variant.json`,
+into `tokenize/1/`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ import triton_python_backend_utils as pb_utils  # provided by the stub at run ti
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encoder import Variant, decode_texts, pad
+from startup import model_args
 from tokenizers import Tokenizer
 
 
@@ -24,10 +25,8 @@ class TritonPythonModel:
     """Tokeniser step of the gpu `embed` ensembles."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        folder, params = model_args(args)
         self.max_chars = int(params.get("max_chars", "200000"))
-        folder = Path(args["model_repository"]) / args["model_version"]
         self.meta = Variant.load(folder)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()

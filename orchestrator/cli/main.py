@@ -193,7 +193,7 @@ def top(
 
 @app.command()
 def dashboards() -> None:
-    """Write grafana/dashboards/*.json from orchestrator/cli/dashboards.py (needs the dev extras)."""
+    """Write grafana/dashboards/*.json from cli/dashboards.py (needs the dev extras)."""
     from orchestrator.cli.dashboards import write
 
     for path in write():

@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator import timing
 from orchestrator.clients.model_guard import ModelGuard
-from orchestrator.encoder import Matrix
+from orchestrator.clients.vectors import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.metrics import TRITON_SECONDS
 from orchestrator.settings import Settings

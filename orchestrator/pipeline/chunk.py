@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import Tokenizer
-
-from orchestrator.encoder import Variant
 
 # Fixed namespace so the same (collection, document, index, content) always maps to one id.
 POINT_NAMESPACE = uuid.UUID("6f1d4a52-8c1e-4c61-9d0b-5b7f3e2a9c10")
@@ -67,4 +66,6 @@ def _cached_chunker(folder: Path, size: int, overlap: int) -> Chunker:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    return Chunker(tokenizer, Variant.load(folder).max_seq_length, size, overlap)
+    # variant.json is written by export beside the tokenizer (model_repository/backend/encoder.py)
+    max_seq_length = int(json.loads((folder / "variant.json").read_text())["max_seq_length"])
+    return Chunker(tokenizer, max_seq_length, size, overlap)

@@ -15,7 +15,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from orchestrator.encoder import Matrix
+from orchestrator.clients.vectors import Matrix
 from orchestrator.errors import RETRYABLE, ErrorCode, TritonRagError
 from orchestrator.metrics import TASKS
 

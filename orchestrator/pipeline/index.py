@@ -14,8 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.clients.vectors import VectorPoint, VectorStore
-from orchestrator.encoder import Matrix
+from orchestrator.clients.vectors import Matrix, VectorPoint, VectorStore
 from orchestrator.errors import TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped
 from orchestrator.metrics import CHUNKS, INGEST_STAGE_SECONDS

@@ -21,8 +21,8 @@ from export.onnx_graph import default_model_dir
 from export.parity import reference
 from export.repository import published
 from export.run import gate_failures
+from model_repository.backend.encoder import Matrix, OnnxEncoder, Variant
 from orchestrator.cli.tritonserver import startup_models
-from orchestrator.encoder import Matrix, OnnxEncoder, Variant
 from orchestrator.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from model_repository.backend.encoder import Matrix
 from orchestrator.clients.edge import EdgeVectors
-from orchestrator.encoder import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped
 from orchestrator.pipeline.chunk import Chunker

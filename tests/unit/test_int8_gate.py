@@ -8,7 +8,7 @@ import numpy as np
 
 from export import parity, quantize
 from export.run import gate_failures
-from orchestrator.encoder import Matrix
+from model_repository.backend.encoder import Matrix
 
 
 def _unit_rows(rows: list[list[float]]) -> Matrix:

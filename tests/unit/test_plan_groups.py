@@ -1,4 +1,4 @@
-from orchestrator.encoder import plan_groups
+from model_repository.backend.encoder import plan_groups
 
 
 def test_every_index_lands_in_exactly_one_group() -> None:

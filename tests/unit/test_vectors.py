@@ -12,8 +12,10 @@ from qdrant_client import QdrantClient
 
 from orchestrator.clients import edge
 from orchestrator.clients.edge import EdgeVectors
-from orchestrator.clients.vectors import ServerVectors, VectorPoint, VectorStore, open_store
+from orchestrator.clients.qdrant import ServerVectors
+from orchestrator.clients.vectors import VectorPoint, VectorStore
 from orchestrator.settings import Settings
+from workers.runtime import open_store
 
 DIM = 16
 

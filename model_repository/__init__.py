@@ -1,0 +1,1 @@
+"""Triton model repositories (cpu/, gpu/) and the model code they run (backend/)."""

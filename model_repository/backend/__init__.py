@@ -1,0 +1,1 @@
+"""Model code Triton runs (python backend); it imports nothing of ours."""
