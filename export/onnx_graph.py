@@ -9,6 +9,8 @@ from pathlib import Path
 
 import onnx
 
+from export.quiet import quiet
+
 OUTPUT = "embedding"
 
 
@@ -40,7 +42,7 @@ def export_fp32(model_dir: Path, out_dir: Path) -> Path:
     from optimum.exporters.onnx import main_export
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         main_export(
             str(model_dir),
             output=tmp,

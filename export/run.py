@@ -7,6 +7,7 @@ import logging
 import platform
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,91 +32,32 @@ def cpu_isa() -> str:
     return " ".join(f for f in wanted if f in flags) or platform.machine()
 
 
+@dataclass(frozen=True)
+class Bench:
+    """What every variant is judged on: parity texts, known-item documents and queries, and
+    sentence-transformers' reference embeddings of them all (in that order)."""
+
+    texts: list[str]
+    docs: list[str]
+    queries: list[str]
+    targets: list[int]
+    ref: Matrix
+
+    def evaluate(self, folder: Path, base: parity.Ranks | None) -> dict[str, Any]:
+        return _evaluate(folder, self.texts, self.docs, self.queries, self.targets, self.ref, base)
+
+
 def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, Any]:
     """Run the whole cpu export; returns the report (also written next to each model)."""
     source = model_dir or settings.source_model_dir or default_model_dir()
     work = settings.export_dir / source.name
     shutil.rmtree(work, ignore_errors=True)
-    seq = max_seq_length(source)
-    fp32_dir = work / "fp32"
-    log.info("exporting %s to ONNX (max_seq_length %d)", source, seq)
-    export_fp32(source, fp32_dir)
-    pad_id = pad_token_id(fp32_dir)
-
-    texts = corpus.parity_texts()
-    docs, queries, targets = corpus.known_items()
-    log.info(
-        "reference embeddings from sentence-transformers (%d texts)",
-        len(texts) + len(docs) + len(queries),
-    )
-    ref = parity.reference(source, texts + docs + queries)
-    dim = int(ref.shape[1])
-    Variant("fp32", "model.onnx", seq, pad_id, dim).save(fp32_dir)
-
-    report: dict[str, Any] = {
-        "source": str(source),
-        "max_seq_length": seq,
-        "dim": dim,
-        "cpu_isa": cpu_isa(),
-    }
-    fp32 = _evaluate(fp32_dir, texts, docs, queries, targets, ref, None)
-    fp32["passed"] = fp32["parity"]["min_cosine"] >= parity.FP32_MIN_COSINE
-    report["fp32"] = fp32
-    if not fp32["passed"]:
-        _write_report(work, report)
-        raise SystemExit(f"fp32 parity gate failed: {fp32['parity']} (needs min cosine >= 0.9999)")
-    log.info("grouping: padded tokens per ONNX Runtime call on this CPU")
-    speeds = layout.measure(fp32_dir, queries[:400], corpus.chunks(200))
-    group_tokens = layout.choose(speeds)
-    report["grouping"] = {"max_group_tokens": group_tokens, "texts_per_s": speeds}
-    Variant("fp32", "model.onnx", seq, pad_id, dim, group_tokens).save(fp32_dir)
-
-    vnni = "vnni" in report["cpu_isa"]
-    # The baseline: fp32 ranks from the reference (the fp32 graph equals it within 1e-4).
-    n, d = len(texts), len(docs)
-    base = parity.target_ranks(ref[n : n + d], ref[n + d :], targets)
-    scratch = work / "sensitivity"
-    scratch.mkdir()
-    shutil.copy(fp32_dir / "tokenizer.json", scratch / "tokenizer.json")
-    Variant("int8", "model.onnx", seq, pad_id, dim).save(scratch)
-
-    def loss(folder: Path) -> float:
-        got, _ = OnnxEncoder(folder, threads=2).encode(texts)
-        return 1.0 - float(np.mean(np.sum(got * ref[:n], axis=1)))
-
-    log.info("sensitivity sweep: each weight MatMul quantised alone")
-    ranked = quantize.sensitivity(fp32_dir / "model.onnx", scratch, vnni, loss)
-    shutil.rmtree(scratch)
-    report["sensitivity"] = [{"matmul": m, "mean_cosine_loss": round(v, 6)} for m, v in ranked]
-    calibration = _calibration(fp32_dir, corpus.chunks(64))
-
-    int8: dict[str, Any] = {}
-    matmuls = quantize.weight_matmuls(fp32_dir / "model.onnx")
-    for scheme in quantize.schemes(matmuls, [m for m, _ in ranked]):
-        folder = work / f"int8-{scheme.name}"
-        quantize.quantize(fp32_dir / "model.onnx", folder / "model.onnx", scheme, vnni, calibration)
-        shutil.copy(fp32_dir / "tokenizer.json", folder / "tokenizer.json")
-        Variant("int8", "model.onnx", seq, pad_id, dim).save(folder)
-        result = _evaluate(folder, texts, docs, queries, targets, ref, base)
-        result["keep_fp32"] = list(scheme.keep_fp32)
-        result["failed"] = gate_failures(result)
-        int8[scheme.name] = result
-        log.info("int8 %s: %s", scheme.name, {k: v for k, v in result.items() if k != "keep_fp32"})
-    report["int8"] = int8
-    passing = [name for name, r in int8.items() if not r["failed"]]
-    best_int8 = max(passing, key=lambda n: int8[n]["texts_per_s"], default=None)
-    report["int8_published"] = best_int8
-    for name, r in int8.items():
-        r["verdict"] = (
-            "failed: " + "; ".join(r["failed"])
-            if r["failed"]
-            else "published: the fastest that passed"
-            if name == best_int8
-            else f"passed, slower than {best_int8}"
-        )
+    report: dict[str, Any] = {"source": str(source), "cpu_isa": cpu_isa()}
+    fp32_dir, bench = _fp32(source, work, report)
+    best_int8 = _int8(work, fp32_dir, bench, report)
     # int8 is served as `embed` only when clearly faster: fp32 is exact, and timings are noisy.
-    int8_speed = int8[best_int8]["texts_per_s"] if best_int8 else 0.0
-    best = "int8" if int8_speed > INT8_MIN_SPEEDUP * fp32["texts_per_s"] else "fp32"
+    int8_speed = report["int8"][best_int8]["texts_per_s"] if best_int8 else 0.0
+    best = "int8" if int8_speed > INT8_MIN_SPEEDUP * report["fp32"]["texts_per_s"] else "fp32"
     report["embed_serves"] = best
     _write_report(work, report)
 
@@ -130,6 +72,95 @@ def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, A
     assert chosen is not None
     repository.publish(chosen, repo / "embed", report)
     return report
+
+
+def _fp32(source: Path, work: Path, report: dict[str, Any]) -> tuple[Path, Bench]:
+    """The fp32 graph, gated on parity with sentence-transformers, with the grouping this
+    CPU serves fastest; the bench every variant is then judged on."""
+    seq = max_seq_length(source)
+    fp32_dir = work / "fp32"
+    log.info("exporting %s to ONNX (max_seq_length %d)", source, seq)
+    export_fp32(source, fp32_dir)
+    pad_id = pad_token_id(fp32_dir)
+    texts = corpus.parity_texts()
+    docs, queries, targets = corpus.known_items()
+    log.info(
+        "reference embeddings from sentence-transformers (%d texts)",
+        len(texts) + len(docs) + len(queries),
+    )
+    bench = Bench(texts, docs, queries, targets, parity.reference(source, texts + docs + queries))
+    dim = int(bench.ref.shape[1])
+    Variant("fp32", "model.onnx", seq, pad_id, dim).save(fp32_dir)
+    report |= {"max_seq_length": seq, "dim": dim}
+    fp32 = bench.evaluate(fp32_dir, None)
+    fp32["passed"] = fp32["parity"]["min_cosine"] >= parity.FP32_MIN_COSINE
+    report["fp32"] = fp32
+    if not fp32["passed"]:
+        _write_report(work, report)
+        raise SystemExit(f"fp32 parity gate failed: {fp32['parity']} (needs min cosine >= 0.9999)")
+    log.info("grouping: padded tokens per ONNX Runtime call on this CPU")
+    speeds = layout.measure(fp32_dir, queries[:400], corpus.chunks(200))
+    group_tokens = layout.choose(speeds)
+    report["grouping"] = {"max_group_tokens": group_tokens, "texts_per_s": speeds}
+    Variant("fp32", "model.onnx", seq, pad_id, dim, group_tokens).save(fp32_dir)
+    return fp32_dir, bench
+
+
+def _int8(work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any]) -> str | None:
+    """Every int8 scheme judged by the gate against fp32; the fastest that passed, if any."""
+    vnni = "vnni" in report["cpu_isa"]
+    fp32_meta = Variant.load(fp32_dir)
+    # The baseline: fp32 ranks from the reference (the fp32 graph equals it within 1e-4).
+    n, d = len(bench.texts), len(bench.docs)
+    base = parity.target_ranks(bench.ref[n : n + d], bench.ref[n + d :], bench.targets)
+    ranked = _sensitivity(work, fp32_dir, bench, vnni)
+    report["sensitivity"] = [{"matmul": m, "mean_cosine_loss": round(v, 6)} for m, v in ranked]
+    calibration = _calibration(fp32_dir, corpus.chunks(64))
+    int8: dict[str, Any] = {}
+    matmuls = quantize.weight_matmuls(fp32_dir / "model.onnx")
+    for scheme in quantize.schemes(matmuls, [m for m, _ in ranked]):
+        folder = work / f"int8-{scheme.name}"
+        quantize.quantize(fp32_dir / "model.onnx", folder / "model.onnx", scheme, vnni, calibration)
+        shutil.copy(fp32_dir / "tokenizer.json", folder / "tokenizer.json")
+        Variant("int8", "model.onnx", fp32_meta.max_seq_length, fp32_meta.pad_token_id,
+                fp32_meta.dim).save(folder)  # fmt: skip
+        result = bench.evaluate(folder, base)
+        result["keep_fp32"] = list(scheme.keep_fp32)
+        result["failed"] = gate_failures(result)
+        int8[scheme.name] = result
+        log.info("int8 %s: %s", scheme.name, {k: v for k, v in result.items() if k != "keep_fp32"})
+    report["int8"] = int8
+    passing = [name for name, r in int8.items() if not r["failed"]]
+    best = max(passing, key=lambda n: int8[n]["texts_per_s"], default=None)
+    report["int8_published"] = best
+    for name, r in int8.items():
+        r["verdict"] = (
+            "failed: " + "; ".join(r["failed"])
+            if r["failed"]
+            else "published: the fastest that passed"
+            if name == best
+            else f"passed, slower than {best}"
+        )
+    return best
+
+
+def _sensitivity(work: Path, fp32_dir: Path, bench: Bench, vnni: bool) -> list[tuple[str, float]]:
+    """Each weight MatMul quantised alone, ranked by the mean cosine it costs."""
+    meta = Variant.load(fp32_dir)
+    scratch = work / "sensitivity"
+    scratch.mkdir()
+    shutil.copy(fp32_dir / "tokenizer.json", scratch / "tokenizer.json")
+    Variant("int8", "model.onnx", meta.max_seq_length, meta.pad_token_id, meta.dim).save(scratch)
+    n = len(bench.texts)
+
+    def loss(folder: Path) -> float:
+        got, _ = OnnxEncoder(folder, threads=2).encode(bench.texts)
+        return 1.0 - float(np.mean(np.sum(got * bench.ref[:n], axis=1)))
+
+    log.info("sensitivity sweep: each weight MatMul quantised alone")
+    ranked = quantize.sensitivity(fp32_dir / "model.onnx", scratch, vnni, loss)
+    shutil.rmtree(scratch)
+    return ranked
 
 
 def _evaluate(

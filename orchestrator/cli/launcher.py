@@ -63,89 +63,14 @@ WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2"}
 
 
 def parts(settings: Settings) -> list[Part]:
+    """Every process of the embedded stack, in start order."""
     env = settings_env(settings)
-    worker_env = WORKER_MALLOC | env
-    python = sys.executable
-    result: list[Part] = []
-    if settings.redis_url is None:
-        data = settings.runtime_dir / "redis"
-        data.mkdir(parents=True, exist_ok=True)
-        result.append(
-            Part(
-                "redis",
-                [
-                    redis_server(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(settings.redis_port),
-                    "--dir",
-                    str(data),
-                    "--appendonly",
-                    "yes",
-                    "--save",
-                    "",
-                    "--protected-mode",
-                    "yes",
-                ],
-                env,
-                lambda: ping_redis(settings),
-                "redis-server",
-            )
-        )
-    models = tritonserver.startup_models(settings)
+    result = [] if settings.redis_url is not None else [redis_part(settings, env)]
     result += [
-        Part(
-            "triton",
-            tritonserver.command(settings, models),
-            tritonserver.environment() | {k: v for k, v in env.items() if "TRITONRAG" in k},
-            lambda: tritonserver.is_ready(settings),
-            "tritonserver",
-        ),
-        Part(
-            "worker",
-            celery_worker(
-                f"tritonrag-{settings.redis_port}@%h",
-                f"{QUERY},{INGEST}",
-                settings.worker_pool,
-                settings.worker_concurrency,
-            ),
-            worker_env,
-            lambda: ping_worker(settings),
-            "workers.tasks",
-        ),
-        # The llm lane needs no vector store: its own process, its threads bound the answers
-        # generated at once.
-        Part(
-            "llm-worker",
-            celery_worker(
-                f"tritonrag-llm-{settings.redis_port}@%h",
-                LLM,
-                "threads",
-                settings.llm_concurrency,
-            ),
-            worker_env | {"TRITONRAG_WORKER_METRICS_PORT": str(settings.llm_worker_metrics_port)},
-            lambda: ping_worker(settings, queue=LLM),
-            "tritonrag-llm-",
-        ),
-        Part(
-            "api",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "orchestrator.api.app:create_app",
-                "--factory",
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.port),
-                "--no-access-log",
-            ],
-            env,
-            lambda: api_ready(settings),
-            "orchestrator.api.app",
-        ),
+        triton_part(settings, env),
+        worker_part(settings, env),
+        llm_worker_part(settings, env),
+        api_part(settings, env),
     ]
     if executable := prometheus.binary():
         result.append(
@@ -158,6 +83,59 @@ def parts(settings: Settings) -> list[Part]:
             )
         )
     return result
+
+
+def redis_part(settings: Settings, env: dict[str, str]) -> Part:
+    data = settings.runtime_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        redis_server(),
+        *("--bind", "127.0.0.1", "--port", str(settings.redis_port), "--dir", str(data)),
+        *("--appendonly", "yes", "--save", "", "--protected-mode", "yes"),
+    ]
+    return Part("redis", argv, env, lambda: ping_redis(settings), "redis-server")
+
+
+def triton_part(settings: Settings, env: dict[str, str]) -> Part:
+    models = tritonserver.startup_models(settings)
+    return Part(
+        "triton",
+        tritonserver.command(settings, models),
+        tritonserver.environment() | {k: v for k, v in env.items() if "TRITONRAG" in k},
+        lambda: tritonserver.is_ready(settings),
+        "tritonserver",
+    )
+
+
+def worker_part(settings: Settings, env: dict[str, str]) -> Part:
+    """The query and ingest lanes: the process that owns the vector store."""
+    name = f"tritonrag-{settings.redis_port}@%h"
+    queues = f"{QUERY},{INGEST}"
+    argv = celery_worker(name, queues, settings.worker_pool, settings.worker_concurrency)
+    return Part("worker", argv, WORKER_MALLOC | env, lambda: ping_worker(settings), "workers.tasks")
+
+
+def llm_worker_part(settings: Settings, env: dict[str, str]) -> Part:
+    """The llm lane needs no vector store: its own process, its threads bound the answers
+    generated at once."""
+    name = f"tritonrag-llm-{settings.redis_port}@%h"
+    argv = celery_worker(name, LLM, "threads", settings.llm_concurrency)
+    metrics_port = {"TRITONRAG_WORKER_METRICS_PORT": str(settings.llm_worker_metrics_port)}
+    return Part(
+        "llm-worker",
+        argv,
+        WORKER_MALLOC | env | metrics_port,
+        lambda: ping_worker(settings, queue=LLM),
+        "tritonrag-llm-",
+    )
+
+
+def api_part(settings: Settings, env: dict[str, str]) -> Part:
+    argv = [
+        *(sys.executable, "-m", "uvicorn", "orchestrator.api.app:create_app", "--factory"),
+        *("--host", settings.host, "--port", str(settings.port), "--no-access-log"),
+    ]
+    return Part("api", argv, env, lambda: api_ready(settings), "orchestrator.api.app")
 
 
 def celery_worker(name: str, queues: str, pool: str, concurrency: int) -> list[str]:
