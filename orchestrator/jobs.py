@@ -4,6 +4,7 @@ orchestrator and the workers read and write them. Keys live under `tritonrag:`."
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 import uuid
@@ -73,6 +74,15 @@ def answer_cache_key(digest: str) -> str:
 def answer_index_key(collection: str, document_id: str) -> str:
     """The cached answers that rest on one document of a (scoped) collection."""
     return f"{PREFIX}acache-doc:{collection}:{document_id}"
+
+
+# The pseudo document under which a collection's "not covered" answers are indexed.
+UNCOVERED = "\x00uncovered"
+
+
+def jittered(ttl_s: int, spread: float = 0.1) -> int:
+    """`ttl_s` give or take `spread`, so entries written together do not expire together."""
+    return max(1, round(ttl_s * random.uniform(1 - spread, 1 + spread)))
 
 
 class JobStore:
@@ -224,7 +234,8 @@ class JobStore:
     def forget_answers(self, collection: str, document_id: str | None = None) -> int:
         """Drop cached answers resting on the document (or on any document of the collection)."""
         if document_id is not None:
-            indexes = [answer_index_key(collection, document_id)]
+            # A new or changed document may cover what the collection did not.
+            indexes = [answer_index_key(collection, d) for d in (document_id, UNCOVERED)]
         else:
             pattern = answer_index_key(re.sub(r"([*?\[\]\\])", r"\\\1", collection), "*")
             indexes = [k.decode() for k in self.redis.scan_iter(match=pattern, count=1000)]

@@ -56,7 +56,14 @@ LLM_TOKENS_PER_SECOND = Histogram(
 )
 LLM_TOKENS = Counter("tritonrag_llm_tokens", "Tokens the LLM read or wrote.", ["kind"])
 LLM_ANSWERS = Counter(
-    "tritonrag_llm_answers", "Answers the llm lane generated, by outcome.", ["outcome"]
+    "tritonrag_llm_answers",
+    "Answers the llm lane generated, by outcome (loop: stopped where it began repeating).",
+    ["outcome"],
+)
+ANSWERS_REFUSED = Counter(
+    "tritonrag_answers_refused",
+    "Questions refused with 429 because max_answers generations were running in this API "
+    "process (a question joining one already in flight is never refused).",
 )
 MODEL_RELOADS = Counter(
     "tritonrag_model_reloads",
@@ -70,7 +77,7 @@ MODEL_UP = Gauge(
     ["model"],
 )
 # Every label set exists from the start (at 0), so a rate over it is 0, not "no data".
-for _outcome in ("completed", "cancelled", "error", "timeout"):
+for _outcome in ("completed", "loop", "cancelled", "error", "timeout"):
     LLM_ANSWERS.labels(_outcome)
 for _outcome in ("succeeded", "failed", "retried", "redelivered"):
     TASKS.labels("ingest", _outcome)

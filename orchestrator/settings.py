@@ -152,7 +152,14 @@ class Settings(BaseSettings):
         64, description="/v1/embeddings requests one API process serves at once; more: 429."
     )
     max_answers: int = Field(
-        8, description="Answers (ask, chat) one API process serves at once; more: 429."
+        8,
+        description="Answers one API process has generating at once (identical questions in "
+        "flight share one generation, and count once); more: 429.",
+    )
+    max_answer_requests: int = Field(
+        64,
+        description="Answer requests (ask, chat) one API process serves at once, those sharing "
+        "another's generation included; more: 429.",
     )
     rate_limit: str = Field(
         "100/second",
@@ -239,6 +246,12 @@ class Settings(BaseSettings):
     )
     answer_cache_ttl_s: int = Field(
         3600, description="Seconds an answer stays cached in Redis; 0 disables."
+    )
+    answer_uncovered_ttl_s: int = Field(
+        60,
+        description="Seconds a question the collection does not cover is remembered (no search "
+        "or prompt for its repeats); indexing any document of the collection forgets it. "
+        "0 disables.",
     )
     max_question_chars: int = Field(4000, description="Longest question accepted.")
 

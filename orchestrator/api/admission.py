@@ -52,7 +52,7 @@ def lanes(settings: Settings) -> list[Lane]:
         Lane(
             "answers",
             re.compile(r"^/v1/(collections/[^/]+/ask|chat/completions)$"),
-            settings.max_answers,
+            settings.max_answer_requests,
         ),
     ]
 

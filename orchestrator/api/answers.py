@@ -2,14 +2,14 @@
 
 retrieve (query lane) -> relevant hits -> none: the no-sources answer, no LLM call -> the llm
 lane generates (workers/answer.py) -> tokens relayed from a Redis stream -> citations -> cache.
-An error before the first token raises TritonRagError (a 5xx for JSON callers); the caller
-going away (the generator closed early) tells the llm lane to stop.
+Identical questions in flight at once share one generation (api/answer_cache.py). An error
+before the first token raises TritonRagError (a 5xx for JSON callers); the caller going away
+(the generator closed early) tells the llm lane to stop, unless others relay the same answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
@@ -21,22 +21,17 @@ from typing import Any
 import anyio
 
 from orchestrator import timing
+from orchestrator.api import answer_cache
+from orchestrator.api.answer_cache import Flight
 from orchestrator.api.services import Services
 from orchestrator.clients.chat_template import Message
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import (
-    answer_cache_key,
-    answer_index_key,
-    answer_key,
-    cancel_key,
-    scoped,
-)
+from orchestrator.jobs import answer_key, cancel_key, scoped
 from orchestrator.lanes import ANSWER, LLM
-from orchestrator.metrics import CACHE
+from orchestrator.metrics import ANSWERS_REFUSED, CACHE
 from orchestrator.pipeline import generate
 
 XREAD_BLOCK_S = 5.0
-CACHE_VERSION = 2  # bump when the prompt changes: cached answers of the old prompt are ignored
 Event = dict[str, Any]
 
 
@@ -80,21 +75,64 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
         yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
         yield _done(record, start, start, start, cached=True)
         return
-    vector = await services.embed_query(q.question)
+    vector = await services.embed_query(generate.retrieval_text(q.question, q.history))
     hits = await services.searches.search(q.store_name, vector, q.top_k, q.filters)
     retrieved = time.perf_counter()
     sources = generate.relevant(hits, services.settings.answer_min_score)
     if not sources:
         record = {"answer": generate.NO_SOURCES_ANSWER, "citations": [], "sources": []}
+        record["covered"] = False
         yield {"type": "token", "text": record["answer"]}
         yield {"type": "citations", "citations": [], "sources": []}
-        yield _done(record | {"covered": False}, start, retrieved, retrieved)
+        yield _done(record, start, retrieved, retrieved)
+        await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
         return
+    flight = await _flight(services, key)
+    if not flight.leader:
+        CACHE.labels("answer", "shared").inc()
+        async for event in _answer(services, q, key, sources, flight, (start, retrieved)):
+            yield event
+        return
+    try:
+        async with services.generations:  # free: checked in _flight (a race may wait a turn)
+            async for event in _answer(services, q, key, sources, flight, (start, retrieved)):
+                yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await answer_cache.land(services.redis, key)
+
+
+async def _flight(services: Services, key: str) -> Flight:
+    """Follow the same question's generation if one is in flight; else lead one, or refuse
+    (429) when max_answers generations already run here."""
+    ttl = _flight_ttl(services)
+    if not services.generations.locked():
+        return await answer_cache.join(services.redis, key, uuid.uuid4().hex, ttl)
+    flight = await answer_cache.follow(services.redis, key, ttl)
+    if flight is None:
+        ANSWERS_REFUSED.inc()
+        limit = services.settings.max_answers
+        raise TritonRagError(
+            ErrorCode.OVERLOADED, f"{limit} answers are being generated; retry shortly", 1
+        )
+    return flight
+
+
+async def _answer(
+    services: Services,
+    q: Question,
+    key: str,
+    sources: list[generate.Source],
+    flight: Flight,
+    times: tuple[float, float],
+) -> AsyncGenerator[Event, None]:
+    """The generated answer's events: the leader's own, or relayed from the leader."""
+    start, retrieved = times
     text: list[str] = []
     usage: Event = {}
     used = sources
     first: float | None = None
-    async with aclosing(_generated(services, q, sources)) as events:
+    async with aclosing(_generated(services, q, key, sources, flight)) as events:
         async for event in events:
             if event["type"] == "sources":
                 used = [x for x in sources if x.number in set(event["numbers"])]
@@ -114,26 +152,33 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
     }
     yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
     yield _done(record, start, retrieved, first or time.perf_counter(), llm=usage)
-    if not usage.get("cancelled"):
-        await _store(services, q, key, record)
+    if flight.leader and not usage.get("cancelled"):
+        await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
+
+
+def _flight_ttl(services: Services) -> int:
+    s = services.settings
+    return int(s.llm_first_token_timeout_s + s.llm_timeout_s) + 60
 
 
 async def _generated(
-    services: Services, q: Question, sources: list[generate.Source]
+    services: Services, q: Question, key: str, sources: list[generate.Source], flight: Flight
 ) -> AsyncGenerator[Event, None]:
-    """Send the answer task to the llm lane and relay its events until `done`."""
+    """The leader sends the answer task to the llm lane; every caller relays its events from
+    the start of the stream until `done`."""
     s = services.settings
     if services.guard is not None and s.llm_backend == "triton":
         services.guard.check(s.llm_model)  # its stub died: 503 now, not a wait for a timeout
-    request_id = uuid.uuid4().hex
+    request_id = flight.request_id
     sent = time.perf_counter()
-    await asyncio.to_thread(
-        services.celery.send_task,
-        ANSWER,
-        args=(request_id, q.question, q.history, [x.as_dict() for x in sources]),
-        queue=LLM,
-        expires=s.llm_first_token_timeout_s,
-    )
+    if flight.leader:
+        await asyncio.to_thread(
+            services.celery.send_task,
+            ANSWER,
+            args=(request_id, q.question, q.history, [x.as_dict() for x in sources]),
+            queue=LLM,
+            expires=s.llm_first_token_timeout_s,
+        )
     stream, last = answer_key(request_id), "0-0"
     deadline = time.monotonic() + s.llm_first_token_timeout_s
     started = finished = False
@@ -160,9 +205,10 @@ async def _generated(
                     finished = event["type"] == "done"
                     yield event
     finally:
-        if not finished:  # error, timeout or the client went away: stop generating
+        if not finished and flight.leader:  # error, timeout or the client went away
             with anyio.CancelScope(shield=True):  # runs even while the request is cancelled
-                await services.redis.set(cancel_key(request_id), 1, ex=int(s.llm_timeout_s) + 60)
+                if not await answer_cache.followed(services.redis, key):  # stop generating
+                    await services.redis.set(cancel_key(request_id), 1, ex=_flight_ttl(services))
 
 
 def _timeout(started: bool, waited_s: float) -> TritonRagError:
@@ -196,33 +242,5 @@ def _done(
 
 
 def _cache_key(services: Services, q: Question) -> str:
-    s = services.settings
-    material = [
-        CACHE_VERSION,
-        q.store_name,
-        " ".join(q.question.split()),
-        q.history,
-        q.top_k,
-        sorted(q.filters.items()),
-        s.llm_backend,
-        s.llm_model,
-        s.llm_max_tokens,
-        s.llm_temperature,
-        s.answer_min_score,
-    ]
-    digest = hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
-    return answer_cache_key(digest)
-
-
-async def _store(services: Services, q: Question, key: str, record: Event) -> None:
-    """Cache the answer and index it under every document it was given, for invalidation."""
-    ttl = services.settings.answer_cache_ttl_s
-    if not ttl:
-        return
-    pipe = services.redis.pipeline()
-    pipe.set(key, json.dumps(record), ex=ttl)
-    for document_id in {x["document_id"] for x in record["sources"]}:
-        index = answer_index_key(q.store_name, document_id)
-        pipe.sadd(index, key)
-        pipe.expire(index, ttl)
-    await pipe.execute()
+    rest = [q.history, q.top_k, sorted(q.filters.items())]
+    return answer_cache.cache_key(services.settings, q.store_name, q.question, rest)

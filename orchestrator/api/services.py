@@ -21,7 +21,7 @@ from orchestrator.api.batcher import SearchBatcher
 from orchestrator.clients.model_guard import ModelGuard
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobStore, async_client, collections_key, query_cache_key
+from orchestrator.jobs import JobStore, async_client, collections_key, jittered, query_cache_key
 from orchestrator.metrics import CACHE
 from orchestrator.settings import Settings
 
@@ -38,6 +38,8 @@ class Services:
     guard: ModelGuard | None = None  # None: no local Triton watched (tests, the guard off)
     searches: SearchBatcher = field(init=False)
     _writes: set[asyncio.Future[Any]] = field(default_factory=set, init=False)  # cache writes
+    # Generations this process leads at once (max_answers); followers of a flight need none.
+    generations: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         async def call(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,6 +58,7 @@ class Services:
 
         batcher = SearchBatcher(call, max_in_flight=self.settings.search_batches_in_flight)
         object.__setattr__(self, "searches", batcher)
+        object.__setattr__(self, "generations", asyncio.Semaphore(self.settings.max_answers))
 
     @classmethod
     @asynccontextmanager
@@ -131,7 +134,7 @@ class Services:
         result = await self.embedder.embed([text], priority=Priority.QUERY)
         row = np.ascontiguousarray(result.embeddings[0], dtype=np.float32)
         if ttl:  # off the search's path: a lost write only costs a later embedding
-            write = asyncio.ensure_future(self.redis.set(key, row.tobytes(), ex=ttl))
+            write = asyncio.ensure_future(self.redis.set(key, row.tobytes(), ex=jittered(ttl)))
             self._writes.add(write)
             write.add_done_callback(self._written)
         vector: list[float] = row.tolist()
