@@ -28,6 +28,7 @@ from orchestrator.metrics import (
     LLM_TOKENS_PER_SECOND,
 )
 from orchestrator.pipeline.generate import Source, build_prompt
+from orchestrator.pipeline.loops import loop_start
 from orchestrator.settings import Settings
 from orchestrator.tracing import tracer
 from workers.celery_app import app
@@ -101,7 +102,8 @@ async def generate(
         )
         async with asyncio.timeout(s.llm_timeout_s):
             usage = await _relay(rt, request_id, prompt.messages, emit)
-        LLM_ANSWERS.labels("cancelled" if usage["cancelled"] else "completed").inc()
+        outcome = "cancelled" if usage["cancelled"] else "loop" if usage["looped"] else "completed"
+        LLM_ANSWERS.labels(outcome).inc()
         await emit({"type": "done", **usage})
     except TritonRagError as exc:
         LLM_ANSWERS.labels("error").inc()
@@ -124,7 +126,8 @@ async def _relay(
     first: float | None = None
     completion = 0
     prompt_tokens: int | None = None
-    cancelled = False
+    cancelled = looped = False
+    said = ""
     stream = rt.llm.stream(messages, Sampling(s.llm_max_tokens, s.llm_temperature))
     with tracer.start_as_current_span(f"llm {rt.llm.name}", kind=SpanKind.CLIENT) as span:
         try:
@@ -134,7 +137,14 @@ async def _relay(
                     break
                 if delta.text:
                     first = first or time.perf_counter()
-                    await emit({"type": "token", "text": delta.text})
+                    cut = loop_start(said + delta.text)
+                    text = delta.text if cut is None else (said + delta.text)[len(said) : cut]
+                    if text:
+                        await emit({"type": "token", "text": text})
+                    said += text
+                    if cut is not None:  # the answer repeats itself: keep what came before
+                        looped = True
+                        break
                 if delta.completion_tokens is not None:
                     completion, prompt_tokens = delta.completion_tokens, delta.prompt_tokens
         finally:
@@ -149,6 +159,7 @@ async def _relay(
     LLM_TOKENS.labels("completion").inc(completion)
     return {
         "cancelled": cancelled,
+        "looped": looped,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion or None,
         "llm_first_token_ms": None if first is None else round(1000 * (first - start), 2),
