@@ -151,8 +151,19 @@ class EmbeddingResponse(BaseModel):
     usage: Usage
 
 
+class Turn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
 class AskRequest(BaseModel):
     question: Annotated[str, StringConstraints(min_length=1, max_length=100_000, pattern=NOT_BLANK)]
+    history: list[Turn] = Field(
+        default_factory=list,
+        max_length=40,
+        description="Earlier turns of this conversation, oldest first: a follow-up is "
+        "retrieved with the earlier questions and answered with the turns as context.",
+    )
     top_k: TopK | None = Field(None, description="Chunks to retrieve (default: answer_top_k).")
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."

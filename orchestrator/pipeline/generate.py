@@ -115,6 +115,14 @@ def relevant(hits: list[dict[str, Any]], min_score: float) -> list[Source]:
     ]
 
 
+def retrieval_text(question: str, history: list[Message], turns: int = 2) -> str:
+    """What a question is retrieved with: the question, then the conversation's latest
+    earlier user turns, so a follow-up ("and its default?") finds what it refers to. The
+    question comes first: the embedding model truncates from the end."""
+    earlier = [m["content"] for m in history if m["role"] == "user"][-turns:]
+    return "\n".join([question, *reversed(earlier)])
+
+
 def render_source(source: Source, text: str | None = None) -> str:
     body = defuse(source.text if text is None else text).replace("</source", "</ source")
     return f'<source id="{source.number}" document="{source.document_id}">\n{body}\n</source>'

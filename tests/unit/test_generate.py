@@ -110,3 +110,20 @@ def test_an_answer_without_markers_is_attributed_by_overlap() -> None:
 def test_estimated_tokenizer_errs_towards_more_tokens() -> None:
     text = "The quick brown fox jumps over the lazy dog. " * 20
     assert EstimatedTokenizer().count(text) >= len(text.split())
+
+
+def test_a_follow_up_is_retrieved_with_the_latest_earlier_questions_after_it() -> None:
+    history: list[Message] = [
+        {"role": "user", "content": "Which port does Redis use?"},
+        {"role": "assistant", "content": "6390 [1]."},
+        {"role": "user", "content": "Where does Triton keep its models?"},
+        {"role": "assistant", "content": "In model_repository/cpu [2]."},
+        {"role": "user", "content": "Which settings class holds it?"},
+        {"role": "assistant", "content": "Settings [1]."},
+    ]
+    assert generate.retrieval_text("And its default?", history) == (
+        "And its default?\nWhich settings class holds it?\nWhere does Triton keep its models?"
+    )
+    assert generate.retrieval_text("Which port does Redis use?", []) == (
+        "Which port does Redis use?"
+    )

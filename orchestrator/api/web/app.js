@@ -5,7 +5,9 @@ const $ = (id) => document.getElementById(id);
 const KEY = "tritonrag-api-key";
 const UPLOADS_AT_ONCE = 2; // one file per request, so a rejected file gets its own message
 const WATCHED_AT_ONCE = 4; // job event streams: browsers allow ~6 connections per origin
-const state = { collection: null, uploads: [], watching: 0, waiting: [] };
+// conversation: this collection's earlier questions and answers, sent with a follow-up.
+const state = { collection: null, uploads: [], watching: 0, waiting: [], conversation: [] };
+const HISTORY_TURNS = 6;
 
 class ApiError extends Error {
   constructor(status, message) {
@@ -120,6 +122,7 @@ async function loadCollections() {
 
 function select(name) {
   state.collection = name;
+  state.conversation = [];
   $("main").hidden = false;
   $("collection-title").textContent = name;
   $("hits").replaceChildren();
@@ -370,7 +373,9 @@ $("ask-form").addEventListener("submit", async (event) => {
   $("citations").replaceChildren();
   $("sources-title").hidden = true;
   $("chunk").hidden = true;
-  const body = JSON.stringify({ question: $("question").value, stream: true });
+  const question = $("question").value;
+  const history = state.conversation.slice(-HISTORY_TURNS);
+  const body = JSON.stringify({ question, history, stream: true });
   try {
     await events(`${base()}/ask`, {
       method: "POST", body, headers: { "Content-Type": "application/json" },
@@ -383,9 +388,21 @@ $("ask-form").addEventListener("submit", async (event) => {
       } else if (name === "error") throw new ApiError(data.code, data.message);
     }, asking.signal);
     answer.classList.remove("streaming");
+    state.conversation.push({ role: "user", content: question },
+      { role: "assistant", content: answer.textContent });
+    $("ask-reset").hidden = false;
   } catch (error) {
     if (error.name !== "AbortError") $("answer").append(el("p", { className: "error", role: "alert", textContent: error.message }));
   }
+});
+
+$("ask-reset").addEventListener("click", () => {
+  state.conversation = [];
+  $("ask-reset").hidden = true;
+  $("answer").replaceChildren();
+  $("citations").replaceChildren();
+  $("sources-title").hidden = true;
+  say("New conversation: the next question stands alone.");
 });
 
 function showCitations({ citations, sources }) {
