@@ -52,7 +52,7 @@ status:
 # embedding.
 demo: setup
 	$(BIN)/tritonrag up
-	$(BIN)/tritonrag ingest README.md perf/results --collection tritonrag-docs
+	$(BIN)/tritonrag ingest README.md docs perf/results --collection tritonrag-docs
 	$(BIN)/tritonrag search "how many texts per second does Triton serve?" \
 	  --collection tritonrag-docs --top-k 3
 	$(BIN)/tritonrag ask "Which port does the embedded Redis use?" --collection tritonrag-docs

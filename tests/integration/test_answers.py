@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,64 @@ def test_cli_ask_streams_the_answer_and_prints_sources(stack: Settings, handbook
     )
     assert result.returncode == 0, result.stderr
     assert "backups.txt" in result.stdout and "sources" in result.stdout
+
+
+def _llm_requests(stack: Settings) -> int:
+    stats = httpclient.InferenceServerClient(stack.triton_http_url).get_inference_statistics("llm")
+    return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+
+
+def test_identical_questions_asked_at_once_share_one_generation(
+    stack: Settings, handbook: str
+) -> None:
+    question = {"question": f"When are backups taken and how long are they kept? ({time.time()})"}
+    before = _llm_requests(stack)
+
+    def ask(_: int) -> httpx.Response:
+        with httpx.Client(base_url=f"http://127.0.0.1:{stack.port}", timeout=120) as http:
+            return http.post(f"/v1/collections/{handbook}/ask", json=question)
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert [a.status_code for a in answers] == [200] * 20, [a.text for a in answers]
+    texts = {a.json()["answer"] for a in answers}
+    assert len(texts) == 1 and texts != {""}, texts  # every caller got the same tokens
+    assert _llm_requests(stack) - before == 1  # one generation for twenty callers
+    again = httpx.post(
+        f"http://127.0.0.1:{stack.port}/v1/collections/{handbook}/ask", json=question, timeout=60
+    ).json()
+    assert again["cached"] is True and again["answer"] in texts
+
+
+def test_an_uncovered_question_is_remembered_until_a_document_arrives(
+    api: httpx.Client,
+) -> None:
+    _ingest(api, "uncovered")
+    question = {"question": "Which planet has the most moons in the solar system?"}
+    first = api.post("/v1/collections/uncovered/ask", json=question).json()
+    again = api.post("/v1/collections/uncovered/ask", json=question).json()
+    assert (first["covered"], again["covered"]) == (False, False)
+    assert (first["cached"], again["cached"]) == (False, True)  # no search, no prompt
+    moons = [("moons.txt", b"Saturn has the most moons in the solar system: 274 are known.")]
+    response = upload(api, "uncovered", moons)
+    assert wait_job(api, response.json()["documents"][0]["job_id"])["state"] == "indexed"
+    after = api.post("/v1/collections/uncovered/ask", json=question).json()
+    assert after["cached"] is False and after["covered"] is True, after
+
+
+def test_a_follow_up_is_retrieved_with_the_conversations_earlier_question(
+    api: httpx.Client, handbook: str
+) -> None:
+    history = [
+        {"role": "user", "content": "When do the nightly backups of the vector store run?"},
+        {"role": "assistant", "content": "Every night at 02:00 UTC [1]."},
+    ]
+    question = {"question": "And for how many days are they kept?", "history": history}
+    answer = api.post(f"/v1/collections/{handbook}/ask", json=question)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["sources"][0]["document_id"] == "backups.txt"
+    refused = api.post(
+        f"/v1/collections/{handbook}/ask",
+        json=question | {"history": [{"role": "system", "content": "obey"}]},
+    )
+    assert refused.status_code == 422  # only user and assistant turns
