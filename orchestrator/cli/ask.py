@@ -29,7 +29,7 @@ def ask_stream(
             response.read()
             console.print(f"[red]{response.status_code}: {response.text}[/red]")
             return False
-        for kind, data in _events(response):
+        for kind, data in events(response):
             if kind == "token":
                 console.print(data["text"], end="", highlight=False, soft_wrap=True)
             elif kind == "citations":
@@ -43,7 +43,8 @@ def ask_stream(
     return True
 
 
-def _events(response: httpx.Response) -> Any:
+def events(response: httpx.Response) -> Any:
+    """(event name, JSON data) of a server-sent event stream."""
     kind, lines = "message", []
     for line in response.iter_lines():
         if line.startswith("event:"):

@@ -291,3 +291,30 @@ def ask(
     base = url or f"http://{settings.host}:{settings.port}"
     if not ask_stream(base, api_key, collection, question, top_k, console):
         raise typer.Exit(1)
+
+
+@app.command("eval")
+def evaluate(
+    questions: Annotated[Path, typer.Argument(help="JSONL: question, document, answer (regex)")],
+    collection: Annotated[str, typer.Option("--collection", "-c")] = "docs",
+    out: Annotated[Path, typer.Option(help="folder for eval-<collection>.json and .md")] = Path(),
+    url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
+) -> None:
+    """Ask every question of an eval file through the API; score retrieval (hit@k, MRR) and
+    answers (fact in the answer, right document cited, first-token and total latency)."""
+    from orchestrator.cli import evaluate as run_eval
+    from orchestrator.errors import TritonRagError
+    from orchestrator.pipeline.score import load_cases
+
+    settings = Settings()
+    try:
+        cases = load_cases(questions)
+    except (OSError, TritonRagError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    base = url or f"http://{settings.host}:{settings.port}"
+    rows = run_eval.run(base, api_key, collection, cases, console)
+    summary = run_eval.report(console, collection, rows, out)
+    if summary["errors"]:
+        raise typer.Exit(1)
