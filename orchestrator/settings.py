@@ -247,6 +247,13 @@ class Settings(BaseSettings):
     answer_cache_ttl_s: int = Field(
         3600, description="Seconds an answer stays cached in Redis; 0 disables."
     )
+    answer_evidence_sentences: int = Field(
+        6,
+        ge=0,
+        description="Sentences of the retrieved chunks that go into the prompt (the best by "
+        "embedding similarity and word overlap with the question, each with its neighbours); "
+        "0 sends whole chunks.",
+    )
     answer_uncovered_ttl_s: int = Field(
         60,
         description="Seconds a question the collection does not cover is remembered (no search "

@@ -9,6 +9,10 @@ model runs it. Reported per model: answers containing the fact, answers citing t
 document, load time, generation tokens/s, resident memory, file size.
 
     python -m perf.answer_quality            # writes perf/results/answer_quality.{json,md}
+
+ANSWER_MODELS=smollm2 limits the models; ANSWER_EVIDENCE=0,6 compares whole chunks (0) with
+the evidence sentences the API sends (pipeline/evidence.py; default: both, the setting's
+default second).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from export.llm import MODELS, gguf_path
 from model_repository.backend.encoder import OnnxEncoder
 from orchestrator.clients.chat_template import GGUFTokenizer
-from orchestrator.pipeline import generate
+from orchestrator.pipeline import evidence, generate
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
 from perf.common import save_results
@@ -143,6 +147,17 @@ class Retriever:
         ]
         self.matrix, _ = self.encoder.encode([text for _, _, text in self.chunks])
 
+    def evidence(self, question: str, sources: list[generate.Source], keep: int) -> Any:
+        """As the API does it (api/answers.py), with the same model run in process."""
+        parts = [evidence.sentences(x.text) for x in sources]
+        rows, _ = self.encoder.encode([p for ps in parts for p in ps])
+        query, _ = self.encoder.encode([question])
+        vectors, start = [], 0
+        for ps in parts:
+            vectors.append(rows[start : start + len(ps)])
+            start += len(ps)
+        return evidence.choose(question, query[0], sources, vectors, keep)
+
     def hits(self, question: str, top_k: int) -> list[dict[str, Any]]:
         query, _ = self.encoder.encode([question])
         scores = self.matrix @ query[0]
@@ -165,7 +180,7 @@ def rss_mb() -> float:
     return 0.0
 
 
-def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, Any]:
+def evaluate(name: str, settings: Settings, retriever: Retriever, keep: int = 0) -> dict[str, Any]:
     from llama_cpp import Llama
 
     path = gguf_path(name, settings.export_dir)
@@ -180,6 +195,8 @@ def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, A
         sources = generate.relevant(
             retriever.hits(case.question, settings.answer_top_k), settings.answer_min_score
         )
+        if keep and sources:
+            sources = retriever.evidence(case.question, sources, keep)
         prompt = generate.build_prompt(
             case.question, sources, tokenizer, settings.llm_context_tokens, MAX_TOKENS
         )
@@ -210,10 +227,11 @@ def evaluate(name: str, settings: Settings, retriever: Retriever) -> dict[str, A
                 "cites_by_marker": any(c["by"] == "marker" for c in found),
             }
         )
-        print(f"[{name}] {case.question} -> {answer[:100]!r}")
+        print(f"[{name}, evidence {keep}] {case.question} -> {answer[:100]!r}")
     n = len(rows)
     return {
         "model": name,
+        "evidence_sentences": keep,
         "file": str(path),
         "file_mb": round(path.stat().st_size / 2**20, 1),
         "load_s": round(load_s, 3),
@@ -237,31 +255,42 @@ def report(results: list[dict[str, Any]]) -> str:
         f"# Answer quality ({results[0]['questions']} questions over {len(MODULES)} documents; "
         f"greedy, at most {MAX_TOKENS} tokens; CPU threads: {os.cpu_count()})",
         "",
-        "| model | answer has the fact | cites the right document | ... by an [n] marker | "
-        "retrieval had it | load s | first token p50 ms | decode tokens/s | RSS MB | file MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | evidence sentences | answer has the fact | cites the right document | "
+        "... by an [n] marker | retrieval had it | load s | first token p50 ms | "
+        "decode tokens/s | RSS MB | file MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['model']} | {r['fact_rate']:.0%} | {r['cites_right_document_rate']:.0%} | "
+            f"| {r['model']} | {r.get('evidence_sentences') or 'whole chunks'} "
+            f"| {r['fact_rate']:.0%} | {r['cites_right_document_rate']:.0%} | "
             f"{r['marker_rate']:.0%} | {r['retrieval_recall']:.0%} | {r['load_s']} | "
             f"{r['first_token_p50_ms']} | {r['decode_tokens_per_s']} | {r['rss_mb']} | "
             f"{r['file_mb']} |"
         )
     lines += [
         "",
-        f"Prompts average {results[0]['prompt_tokens_mean']} tokens (system prompt, up to "
+        "Prompts average "
+        + ", ".join(f"{r['prompt_tokens_mean']}" for r in results)
+        + " tokens in the rows' order (system prompt, up to "
         f"{Settings().answer_top_k} sources, the question); the first token waits for all of "
         "them to be read.",
     ]
-    lines += ["", f"Better by these figures: **{best['model']}**."]
+    lines += [
+        "",
+        f"Better by these figures: **{best['model']}**, evidence sentences "
+        f"{best.get('evidence_sentences') or 'none (whole chunks)'}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     settings = Settings()
     retriever = Retriever(settings, documents())
-    results = [evaluate(name, settings, retriever) for name in MODELS]
+    models = os.environ.get("ANSWER_MODELS", ",".join(MODELS)).split(",")
+    default = f"0,{settings.answer_evidence_sentences}"
+    keeps = [int(k) for k in os.environ.get("ANSWER_EVIDENCE", default).split(",")]
+    results = [evaluate(name, settings, retriever, keep) for name in models for keep in keeps]
     save_results("answer_quality", results, report(results))
 
 

@@ -77,7 +77,7 @@ def answer(
             answer_key(request_id), {"event": json.dumps({"type": "error", **error.body()})}
         )
         raise
-    rt.loop.run(generate(rt, request_id, question, history, [Source(**s) for s in sources]))
+    rt.loop.run(generate(rt, request_id, question, history, [Source.from_dict(s) for s in sources]))
 
 
 async def generate(

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from orchestrator.jobs import PREFIX, UNCOVERED, answer_cache_key, answer_index_key, jittered
 from orchestrator.settings import Settings
 
-CACHE_VERSION = 2  # bump when the prompt changes: cached answers of the old prompt are ignored
+CACHE_VERSION = 3  # bump when the prompt changes: cached answers of the old prompt are ignored
 
 
 def cache_key(settings: Settings, store_name: str, question: str, rest: list[Any]) -> str:
@@ -38,6 +38,7 @@ def cache_key(settings: Settings, store_name: str, question: str, rest: list[Any
         settings.llm_max_tokens,
         settings.llm_temperature,
         settings.answer_min_score,
+        settings.answer_evidence_sentences,
     ]
     digest = hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()
     return answer_cache_key(digest)

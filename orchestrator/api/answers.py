@@ -19,17 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import numpy as np
 
 from orchestrator import timing
 from orchestrator.api import answer_cache
 from orchestrator.api.answer_cache import Flight
 from orchestrator.api.services import Services
 from orchestrator.clients.chat_template import Message
+from orchestrator.clients.triton import Priority
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import answer_key, cancel_key, scoped
 from orchestrator.lanes import ANSWER, LLM
 from orchestrator.metrics import ANSWERS_REFUSED, CACHE
-from orchestrator.pipeline import generate
+from orchestrator.pipeline import evidence, generate
 
 XREAD_BLOCK_S = 5.0
 Event = dict[str, Any]
@@ -79,6 +81,8 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
     hits = await services.searches.search(q.store_name, vector, q.top_k, q.filters)
     retrieved = time.perf_counter()
     sources = generate.relevant(hits, services.settings.answer_min_score)
+    if sources and services.settings.answer_evidence_sentences:
+        sources = await _evidence(services, q.question, vector, sources)
     if not sources:
         record = {"answer": generate.NO_SOURCES_ANSWER, "citations": [], "sources": []}
         record["covered"] = False
@@ -154,6 +158,24 @@ async def _answer(
     yield _done(record, start, retrieved, first or time.perf_counter(), llm=usage)
     if flight.leader and not usage.get("cancelled"):
         await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
+
+
+async def _evidence(
+    services: Services, question: str, query: list[float], sources: list[generate.Source]
+) -> list[generate.Source]:
+    """The sources cut to the sentences that answer the question (pipeline/evidence.py):
+    every sentence embedded in one request at query priority."""
+    parts = [evidence.sentences(x.text) for x in sources]
+    flat = [p for ps in parts for p in ps]
+    if not flat:
+        return sources
+    rows = (await services.embedder.embed(flat, priority=Priority.QUERY)).embeddings
+    vectors, start = [], 0
+    for ps in parts:
+        vectors.append(rows[start : start + len(ps)])
+        start += len(ps)
+    keep = services.settings.answer_evidence_sentences
+    return evidence.choose(question, np.asarray(query, np.float32), sources, vectors, keep)
 
 
 def _flight_ttl(services: Services) -> int:

@@ -10,7 +10,7 @@ sources are, lowest-ranked first, and earlier turns of a chat before sources.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from orchestrator.clients.chat_template import ChatTokenizer, Message
@@ -86,9 +86,19 @@ class Source:
     score: float
     text: str
     filename: str | None = None
+    evidence: str | None = None  # the sentences that go into the prompt (pipeline/evidence.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Source:
+        """As the API sent it; keys this version does not know are ignored."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    @property
+    def prompt_text(self) -> str:
+        return self.text if self.evidence is None else self.evidence
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ def retrieval_text(question: str, history: list[Message], turns: int = 2) -> str
 
 
 def render_source(source: Source, text: str | None = None) -> str:
-    body = defuse(source.text if text is None else text).replace("</source", "</ source")
+    body = defuse(source.prompt_text if text is None else text).replace("</source", "</ source")
     return f'<source id="{source.number}" document="{source.document_id}">\n{body}\n</source>'
 
 
@@ -183,7 +193,7 @@ def _cut(source: Source, tokenizer: ChatTokenizer, budget: int) -> tuple[str, in
     """The source shortened (at a word) to fit `budget` tokens, or "" if too little is left."""
     if budget < MIN_SOURCE_TOKENS:
         return "", 0
-    text = source.text
+    text = source.prompt_text
     for _ in range(6):
         block = render_source(source, text + " …")
         cost = tokenizer.count(block) + 1
@@ -230,15 +240,16 @@ def citations(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
 
 def _overlapping(answer: str, sources: list[Source]) -> list[Source]:
     """Sources sharing at least OVERLAP_MIN of the answer's content words, best first."""
-    words = _words(answer)
+    words = content_words(answer)
     if len(words) < 3:
         return []
-    shares = [(len(words & _words(s.text)) / len(words), s) for s in sources]
+    shares = [(len(words & content_words(s.text)) / len(words), s) for s in sources]
     kept = sorted((x for x in shares if x[0] >= OVERLAP_MIN), key=lambda x: -x[0])
     return [s for _, s in kept[:OVERLAP_MAX_SOURCES]]
 
 
-def _words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """Lower-cased words less the stop words."""
     return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
 
 
