@@ -26,6 +26,7 @@ SYSTEM_PROMPT = (
     "do not cover it."
 )
 SNIPPET_CHARS = 240
+TURN_CHARS = 1000  # of an earlier question, for retrieval
 MIN_SOURCE_TOKENS = 48  # a source cut shorter than this is left out instead
 HISTORY_SHARE = 0.25  # earlier chat turns may take at most this much of the prompt budget
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
@@ -128,8 +129,9 @@ def relevant(hits: list[dict[str, Any]], min_score: float) -> list[Source]:
 def retrieval_text(question: str, history: list[Message], turns: int = 2) -> str:
     """What a question is retrieved with: the question, then the conversation's latest
     earlier user turns, so a follow-up ("and its default?") finds what it refers to. The
-    question comes first: the embedding model truncates from the end."""
-    earlier = [m["content"] for m in history if m["role"] == "user"][-turns:]
+    question comes first: the embedding model truncates from the end (256 tokens, ~1,000
+    characters), so each earlier turn is cut to TURN_CHARS."""
+    earlier = [m["content"][:TURN_CHARS] for m in history if m["role"] == "user"][-turns:]
     return "\n".join([question, *reversed(earlier)])
 
 

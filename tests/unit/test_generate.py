@@ -127,3 +127,9 @@ def test_a_follow_up_is_retrieved_with_the_latest_earlier_questions_after_it() -
     assert generate.retrieval_text("Which port does Redis use?", []) == (
         "Which port does Redis use?"
     )
+
+
+def test_earlier_turns_are_cut_for_retrieval_so_a_long_history_is_no_error() -> None:
+    history: list[Message] = [{"role": "user", "content": "x" * 100_000}] * 40
+    text = generate.retrieval_text("And its default?", history)
+    assert len(text) == len("And its default?") + 2 * (1 + generate.TURN_CHARS)
