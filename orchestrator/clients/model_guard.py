@@ -153,6 +153,8 @@ class ModelGuard:
                 await self.check_once()
             except (InferenceServerException, psutil.Error, OSError) as exc:
                 log.debug("model guard: check failed: %s", exc)  # Triton restarting
+            except Exception:  # Redis away, a bug: the guard must outlive one failed check
+                log.exception("model guard: check failed")
             await asyncio.sleep(self._settings.model_guard_interval_s)
 
     async def check_once(self) -> dict[str, set[str]]:

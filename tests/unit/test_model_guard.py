@@ -193,3 +193,16 @@ async def test_the_guard_runs_in_the_background_and_stops_with_its_context(
     assert seen >= 3 and len(checks) == seen  # it checked, and stopped with the context
     async with ModelGuard.watching(Settings(model_guard_interval_s=0)) as off:
         assert off is None
+
+
+async def test_the_guard_outlives_a_check_that_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    async def failing(self: ModelGuard) -> dict[str, set[str]]:
+        calls.append(1)
+        raise RuntimeError("Redis went away")
+
+    monkeypatch.setattr(ModelGuard, "check_once", failing)
+    async with ModelGuard.watching(Settings(model_guard_interval_s=0.02)):
+        await asyncio.sleep(0.2)
+    assert len(calls) >= 3  # it kept checking after the first failure
