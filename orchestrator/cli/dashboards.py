@@ -126,6 +126,19 @@ TRITON = Dashboard(
             "s",
             _quantiles("tritonrag_triton_request_seconds", "priority"),
         ),
+        Panel(
+            "Model stubs",
+            "1 while every python-backend stub of a model lives (the API's model guard), and "
+            "its reloads after a stub died, healed or failed, over the last hour.",
+            "short",
+            (
+                Query("min by (model) (tritonrag_model_up)", "{{model}} up"),
+                Query(
+                    "sum by (model, outcome) (increase(tritonrag_model_reloads_total[1h]))",
+                    "{{model}} reloads {{outcome}}",
+                ),
+            ),
+        ),
     ),
 )
 
@@ -288,7 +301,8 @@ LLM = Dashboard(
         ),
         Panel(
             "Answers by outcome",
-            "Completed, cancelled (the client left), error, timeout.",
+            "Completed, loop (stopped where it began repeating), cancelled (the client left), "
+            "error, timeout.",
             "ops",
             _q(f"sum by (outcome) (rate(tritonrag_llm_answers_total[{RATE}]))", "{{outcome}}"),
         ),
