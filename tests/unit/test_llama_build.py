@@ -64,3 +64,22 @@ def test_a_self_test_that_cannot_import_llama_cpp_is_no_crash(tmp_path: Path) ->
     failure = self_test(Path("model.gguf"), python=str(broken))
     assert failure is not None and not failure.crashed  # no smaller build is tried for this
     assert "diskcache" in str(failure)
+
+
+def test_the_installed_llama_cpp_holds_no_amx_instruction() -> None:
+    """The build setup installed: AVX-512/VNNI code where this CPU has it, AMX tiles never
+    (their kernel faulted on its first token under KVM)."""
+    import shutil
+    import subprocess
+
+    import llama_cpp
+
+    objdump = shutil.which("objdump")
+    assert objdump, "objdump (binutils) is missing; the llama.cpp build needs binutils too"
+    lib = Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"
+    text = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True, check=True
+    ).stdout
+    amx = ("ldtilecfg", "tileloadd", "tdpbssd", "tdpbf16ps", "tilerelease", "tilestored")
+    assert [m for m in amx if m in text] == []
+    assert "vfmadd" in text  # the file really is the CPU backend's code
