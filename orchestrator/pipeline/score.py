@@ -2,9 +2,9 @@
 cited, latencies. Pure functions over what the API returned, so `tritonrag eval`, perf/ and
 tests score the same way.
 
-An eval file is JSON lines, one question each: `question`, `document` (the document id the
-answer is in) and, optionally, `answer` (a regular expression the answer must match,
-case-insensitive) and `id`.
+An eval file is JSON lines, one question each: `question`, `document` (the id of the document
+the answer is in, or a list of the ids that hold it) and, optionally, `answer` (a regular
+expression the answer must match, case-insensitive) and `id`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ KS = (1, 3, 5, 10)
 class Case:
     id: str
     question: str
-    document: str
+    documents: tuple[str, ...]  # any of them holds the answer
     answer: str | None = None  # regex
 
     def fact(self, text: str) -> bool | None:
@@ -43,12 +43,13 @@ def load_cases(path: Path) -> list[Case]:
             continue
         try:
             raw = json.loads(line)
+            document = raw["document"]
+            documents = (document,) if isinstance(document, str) else tuple(document)
             case = Case(
-                str(raw.get("id", number)),
-                str(raw["question"]),
-                str(raw["document"]),
-                raw.get("answer"),
+                str(raw.get("id", number)), str(raw["question"]), documents, raw.get("answer")
             )
+            if not documents or not all(isinstance(d, str) for d in documents):
+                raise TypeError("document is an id or a list of ids")
             if case.answer is not None:
                 re.compile(case.answer)
         except (ValueError, KeyError, TypeError, re.error) as exc:
@@ -64,8 +65,9 @@ def load_cases(path: Path) -> list[Case]:
 
 
 def retrieval(case: Case, ranked_documents: list[str]) -> dict[str, Any]:
-    """hit@k for each k and the reciprocal rank of the case's document (0 if not found)."""
-    rank = next((i for i, d in enumerate(ranked_documents, 1) if d == case.document), None)
+    """hit@k for each k and the reciprocal rank of the case's best-ranked document (0 if none
+    was found)."""
+    rank = next((i for i, d in enumerate(ranked_documents, 1) if d in case.documents), None)
     row: dict[str, Any] = {f"hit@{k}": rank is not None and rank <= k for k in KS}
     row["rr"] = 1.0 / rank if rank else 0.0
     return row
@@ -74,7 +76,7 @@ def retrieval(case: Case, ranked_documents: list[str]) -> dict[str, Any]:
 def answer(case: Case, text: str, cited_documents: list[str]) -> dict[str, Any]:
     return {
         "fact": case.fact(text),
-        "cites_document": case.document in cited_documents,
+        "cites_document": any(d in cited_documents for d in case.documents),
         "cites_anything": bool(cited_documents),
     }
 

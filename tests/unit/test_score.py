@@ -10,23 +10,27 @@ import pytest
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.pipeline import score
 
-CASE = score.Case("k1", "How often are API keys rotated?", "keys.md", r"90\s*days")
+CASE = score.Case("k1", "How often are API keys rotated?", ("keys.md",), r"90\s*days")
 
 
 def test_cases_load_from_jsonl_and_a_bad_line_is_named(tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
-    lines = [
+    lines: list[dict[str, object]] = [
         {"question": "How often are API keys rotated?", "document": "keys.md", "answer": "90"},
-        {"id": "b", "question": "When do backups run?", "document": "backups.txt"},
+        {"id": "b", "question": "When do backups run?", "document": ["backups.txt", "ops.md"]},
     ]
     good.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     cases = score.load_cases(good)
-    assert [(c.id, c.document, c.answer) for c in cases] == [
-        ("1", "keys.md", "90"),
-        ("b", "backups.txt", None),
+    assert [(c.id, c.documents, c.answer) for c in cases] == [
+        ("1", ("keys.md",), "90"),
+        ("b", ("backups.txt", "ops.md"), None),
     ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(lines[0]) + '\n{"question": "no document"}\n')
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text(json.dumps(lines[0] | {"document": [1, 2]}) + "\n")
+    with pytest.raises(TritonRagError, match=r"listed\.jsonl:1"):
+        score.load_cases(listed)
     with pytest.raises(TritonRagError, match=r"bad\.jsonl:2") as failed:
         score.load_cases(bad)
     assert failed.value.code is ErrorCode.INVALID_INPUT
@@ -48,6 +52,9 @@ def test_retrieval_scores_the_rank_of_the_expected_document() -> None:
         True,
         0.333,
     )
+    either = score.Case("e", "q", ("keys.md", "cafeteria.html"))
+    assert score.retrieval(either, ["backups.txt", "cafeteria.html", "keys.md"])["rr"] == 0.5
+    assert score.answer(either, "x", ["keys.md"])["cites_document"] is True
     missing = score.retrieval(CASE, ["backups.txt"])
     assert not any(missing[f"hit@{k}"] for k in score.KS) and missing["rr"] == 0.0
 
@@ -64,7 +71,7 @@ def test_answers_are_scored_for_the_fact_and_the_citation() -> None:
         False,
         False,
     )
-    no_pattern = score.Case("x", "q", "keys.md")
+    no_pattern = score.Case("x", "q", ("keys.md",))
     assert score.answer(no_pattern, "anything", ["keys.md"])["fact"] is None
 
 
