@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.clients.chat_template import EstimatedTokenizer
+from orchestrator.clients.vectors import Matrix
 from orchestrator.pipeline import evidence, generate
 from orchestrator.pipeline.generate import Source
 
@@ -19,7 +20,7 @@ def _source(number: int, text: str) -> Source:
     return Source(number, f"doc{number}", f"c{number}", 0, 0.5, text)
 
 
-def _vectors(n: int, best: int, dim: int = 4) -> np.ndarray:
+def _vectors(n: int, best: int, dim: int = 4) -> Matrix:
     """Unit rows: the `best`-th points along the query (axis 0), the others away from it."""
     rows = np.zeros((n, dim), dtype=np.float32)
     rows[:, 1] = 1.0
