@@ -40,6 +40,7 @@ SEARCH = "tritonrag.search"
 DELETE_DOCUMENT = "tritonrag.delete_document"
 DROP_COLLECTION = "tritonrag.drop_collection"
 PING = "tritonrag.ping"
+REINDEX = "tritonrag.reindex"
 ANSWER = "tritonrag.answer"
 
 ROUTES = {
@@ -48,6 +49,7 @@ ROUTES = {
     DELETE_DOCUMENT: QUERY,
     DROP_COLLECTION: QUERY,
     PING: QUERY,
+    REINDEX: QUERY,  # the shard's owner serves the query lane; the work runs in a child
     ANSWER: LLM,
 }
 

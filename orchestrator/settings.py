@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         description='How searches reach a worker: "redis", a list its search threads pop '
         '(perf/search_hop.py: less CPU and latency), or "celery", tasks on the query lane.',
     )
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "hybrid",
+        description="Retrieval when a request names none: dense (embedding), sparse (BM25) or "
+        "hybrid (both, fused by reciprocal rank inside the store).",
+    )
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."
     )

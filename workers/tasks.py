@@ -95,9 +95,21 @@ def run_searches(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def one(q: dict[str, Any]) -> Any:
         with STORE_SEARCH_SECONDS.time(), tracing.tracer.start_as_current_span("store search"):
-            return retrieve.search(store, q["collection"], q["vector"], q["top_k"], q["filters"])
+            return retrieve.search(
+                store,
+                q["collection"],
+                q["vector"],
+                q["top_k"],
+                q["filters"],
+                q.get("text", ""),  # a request from an API of the version before: dense
+                q.get("mode", "dense"),
+                q.get("strict", False),
+            )
 
-    return [lanes.outcome(functools.partial(one, q)) for q in queries]
+    answers = [lanes.outcome(functools.partial(one, q)) for q in queries]
+    return [
+        {"result": a["result"][0], "mode": a["result"][1]} if "result" in a else a for a in answers
+    ]
 
 
 @app.task(name=lanes.SEARCH)
@@ -120,6 +132,23 @@ def drop_collection(request_id: str, collection: str) -> None:
     def work() -> Any:
         runtime().jobs.forget_answers(collection)
         return runtime().store.drop(collection)
+
+    _answer(request_id, work)
+
+
+@app.task(name=lanes.REINDEX)
+def reindex(request_id: str, collection: str) -> None:
+    """Start a collection's re-index (sparse vectors) if it needs one; reply with its state."""
+
+    def work() -> dict[str, Any]:
+        store = runtime().store
+        started = store.reindex(collection)
+        return {
+            "started": started,
+            "reindexing": started or store.indexing(collection),
+            "sparse": store.has_sparse(collection),
+            "points": store.count(collection),
+        }
 
     _answer(request_id, work)
 

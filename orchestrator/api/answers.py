@@ -45,6 +45,7 @@ class Question:
     top_k: int
     filters: dict[str, Any] = field(default_factory=dict)
     history: list[Message] = field(default_factory=list)
+    mode: str | None = None  # retrieval: dense | sparse | hybrid; None: the search_mode setting
 
     @property
     def store_name(self) -> str:
@@ -77,8 +78,12 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
         yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
         yield _done(record, start, start, start, cached=True)
         return
-    vector = await services.embed_query(generate.retrieval_text(q.question, q.history))
-    hits = await services.searches.search(q.store_name, vector, q.top_k, q.filters)
+    text = generate.retrieval_text(q.question, q.history)
+    vector = await services.embed_query(text)
+    found = await services.searches.search(
+        q.store_name, vector, q.top_k, q.filters, text=text, mode=q.mode
+    )
+    hits = found.hits
     retrieved = time.perf_counter()
     sources = generate.relevant(hits, services.settings.answer_min_score)
     if sources and services.settings.answer_evidence_sentences:
@@ -264,5 +269,5 @@ def _done(
 
 
 def _cache_key(services: Services, q: Question) -> str:
-    rest = [q.history, q.top_k, sorted(q.filters.items())]
+    rest = [q.history, q.top_k, sorted(q.filters.items()), q.mode or services.settings.search_mode]
     return answer_cache.cache_key(services.settings, q.store_name, q.question, rest)

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -23,28 +23,52 @@ from orchestrator.errors import ErrorCode, TritonRagError
 Call = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
+class Found(NamedTuple):
+    hits: list[dict[str, Any]]
+    mode: str  # the mode it ran in: a collection without sparse vectors falls back to dense
+
+
 @dataclass(frozen=True)
 class _Pending:
     query: dict[str, Any]
-    future: asyncio.Future[list[dict[str, Any]]]
+    future: asyncio.Future[Found]
     timings: timing.Timings | None = field(default_factory=timing.current)
     trace: Context = field(default_factory=otel_context.get_current)
     queued_at: float = field(default_factory=time.perf_counter)
 
 
 class SearchBatcher:
-    def __init__(self, call: Call, max_batch: int = 32, max_in_flight: int = 2) -> None:
+    def __init__(
+        self, call: Call, max_batch: int = 32, max_in_flight: int = 2, default_mode: str = "dense"
+    ) -> None:
         self._call = call
+        self._default_mode = default_mode
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._pending: list[_Pending] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def search(
-        self, collection: str, vector: list[float], top_k: int, filters: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        query = {"collection": collection, "vector": vector, "top_k": top_k, "filters": filters}
-        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self,
+        collection: str,
+        vector: list[float],
+        top_k: int,
+        filters: dict[str, Any],
+        text: str = "",
+        mode: str | None = None,
+    ) -> Found:
+        """`text` feeds the sparse (BM25) half; a `mode` the caller named is `strict`: the
+        worker refuses it on a collection without sparse vectors instead of falling back."""
+        query = {
+            "collection": collection,
+            "vector": vector,
+            "top_k": top_k,
+            "filters": filters,
+            "text": text,
+            "mode": mode or self._default_mode,
+            "strict": mode is not None,
+        }
+        future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(query, future))
         self._dispatch()
         return await future
@@ -83,17 +107,16 @@ class SearchBatcher:
                     pending.future, error=TritonRagError(ErrorCode(error["type"]), error["message"])
                 )
             else:
-                _settle(pending.future, result=answer["result"])
+                mode = answer.get("mode", pending.query["mode"])
+                _settle(pending.future, result=Found(answer["result"], mode))
 
 
 def _settle(
-    future: asyncio.Future[list[dict[str, Any]]],
-    result: list[dict[str, Any]] | None = None,
-    error: Exception | None = None,
+    future: asyncio.Future[Found], result: Found | None = None, error: Exception | None = None
 ) -> None:
     if future.done():  # the caller went away (client disconnected)
         return
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result or [])
+        future.set_result(result or Found([], "dense"))

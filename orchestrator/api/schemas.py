@@ -91,19 +91,37 @@ class Job(BaseModel):
 NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 
+SearchMode = Literal["dense", "sparse", "hybrid"]
+MODE_DESCRIPTION = (
+    "dense (embedding), sparse (BM25 over the words) or hybrid (both, fused by rank); "
+    "default: the search_mode setting. A collection indexed before sparse vectors existed "
+    "searches dense until `tritonrag reindex`."
+)
+
+
 class SearchRequest(BaseModel):
     query: Annotated[str, StringConstraints(min_length=1, max_length=8192, pattern=NOT_BLANK)]
     top_k: TopK = 5
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."
     )
+    mode: SearchMode | None = Field(None, description=MODE_DESCRIPTION)
+
+
+class ReindexStatus(BaseModel):
+    collection: str
+    started: bool = Field(description="This call started the re-index.")
+    reindexing: bool = Field(description="A background build is running; searches answer.")
+    sparse: bool = Field(description="The collection has BM25 vectors: every mode works.")
+    points: int
 
 
 class SearchHit(BaseModel):
     document_id: str
     chunk_id: str
     chunk_index: int
-    score: float
+    score: float = Field(description="The mode's own score: cosine, BM25 or fused rank.")
+    similarity: float = Field(description="Cosine with the query's embedding, in every mode.")
     text: str
     filename: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -112,6 +130,7 @@ class SearchHit(BaseModel):
 class SearchResponse(BaseModel):
     collection: str
     query: str
+    mode: SearchMode = Field(description="The mode the search ran in.")
     data: list[SearchHit]
 
 
@@ -168,6 +187,7 @@ class AskRequest(BaseModel):
     filters: dict[str, FilterValue] = Field(
         default_factory=dict, description="Exact matches on document_id or metadata keys."
     )
+    mode: SearchMode | None = Field(None, description="Retrieval mode: " + MODE_DESCRIPTION)
     stream: bool = Field(False, description="Server-sent events instead of one JSON answer.")
 
 
@@ -232,3 +252,4 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     top_k: TopK | None = None
     filters: dict[str, FilterValue] = Field(default_factory=dict)
+    mode: SearchMode | None = Field(None, description="Retrieval mode: " + MODE_DESCRIPTION)

@@ -56,7 +56,11 @@ class Services:
             answers = await self._reply(lanes.SEARCH, request_id, sent, timeout)
             return answers
 
-        batcher = SearchBatcher(call, max_in_flight=self.settings.search_batches_in_flight)
+        batcher = SearchBatcher(
+            call,
+            max_in_flight=self.settings.search_batches_in_flight,
+            default_mode=self.settings.search_mode,
+        )
         object.__setattr__(self, "searches", batcher)
         object.__setattr__(self, "generations", asyncio.Semaphore(self.settings.max_answers))
 

@@ -192,6 +192,9 @@ def search(
     query: Annotated[str, typer.Argument()],
     collection: Annotated[str, typer.Option("--collection", "-c")] = "docs",
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    mode: Annotated[
+        str | None, typer.Option(help="dense | sparse | hybrid (default: the server's)")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
 ) -> None:
@@ -201,22 +204,53 @@ def search(
     settings = Settings()
     base = url or f"http://{settings.host}:{settings.port}"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"query": query, "top_k": top_k} | ({"mode": mode} if mode else {})
     response = httpx.post(
-        f"{base}/v1/collections/{collection}/search",
-        json={"query": query, "top_k": top_k},
-        headers=headers,
-        timeout=30,
+        f"{base}/v1/collections/{collection}/search", json=body, headers=headers, timeout=30
     )
     if response.status_code != 200:
         console.print(f"[red]{response.status_code}: {response.text}[/red]")
         raise typer.Exit(1)
-    table = Table("score", "document", "chunk", "text", title=f"{query!r} in {collection}")
-    for hit in response.json()["data"]:
+    found = response.json()
+    title = f"{query!r} in {collection} ({found['mode']})"
+    table = Table("score", "document", "chunk", "text", title=title)
+    for hit in found["data"]:
         text = " ".join(hit["text"].split())
         table.add_row(
             f"{hit['score']:.3f}", hit["document_id"], str(hit["chunk_index"]), text[:160]
         )
     console.print(table)
+
+
+@app.command()
+def reindex(
+    collection: Annotated[str, typer.Argument()],
+    wait: Annotated[bool, typer.Option(help="follow it until it is done")] = True,
+    url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
+) -> None:
+    """Give a collection indexed before sparse vectors existed its BM25 vectors (sparse and
+    hybrid search), in the background: searches keep answering meanwhile."""
+    import time
+
+    import httpx
+
+    settings = Settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    while True:
+        response = httpx.post(
+            f"{base}/v1/collections/{collection}/reindex", headers=headers, timeout=30
+        )
+        if response.status_code != 202:
+            console.print(f"[red]{response.status_code}: {response.text}[/red]")
+            raise typer.Exit(1)
+        state = response.json()
+        if not (wait and state["reindexing"]):
+            break
+        time.sleep(2)
+    done = "has sparse vectors" if state["sparse"] else "is re-indexing"
+    console.print(f"{collection}: {state['points']} points, {done}")
 
 
 @app.command()

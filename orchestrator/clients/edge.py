@@ -7,11 +7,16 @@ points, a copy of it is optimized in a child process while the live shard keeps 
 writes made meanwhile are logged and replayed on the optimized copy, which then replaces
 the live shard under the collection's lock. Run as `python -m orchestrator.clients.edge DIR`
 it is that child: load, optimize, close.
+
+A collection made before sparse vectors existed gets them the same way (`reindex`): the
+child copies every point into a new shard with BM25 vectors computed from its text, while
+the live shard keeps answering searches (dense) until the swap.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import shutil
 import subprocess
@@ -24,22 +29,33 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from orchestrator.clients.vectors import DOCUMENT_KEY, SCROLL_PAGE, Hit, VectorPoint
+from orchestrator.clients import sparse
+from orchestrator.clients.vectors import (
+    DOCUMENT_KEY,
+    SCROLL_PAGE,
+    Hit,
+    SearchMode,
+    VectorPoint,
+    similarities,
+)
 
 log = logging.getLogger("tritonrag.edge")
-Op = Callable[[Any], None]
+Op = Callable[[Any, bool], None]  # a write, applied to a shard with or without sparse vectors
+FUSION_K = 60  # reciprocal rank fusion's k: the usual value; ranks 1 and 10 weigh 1.15 : 1
 
 
 @dataclass
 class _Rebuild:
     process: subprocess.Popen[bytes]
     path: Path
+    sparse: bool  # the rebuilt shard has sparse vectors
     replay: list[Op] = field(default_factory=list)
 
 
 @dataclass
 class _Collection:
     shard: Any
+    sparse: bool
     lock: threading.RLock = field(default_factory=threading.RLock)
     rebuild: _Rebuild | None = None
     next_check: int = 0  # point count at which a build is considered again
@@ -74,21 +90,8 @@ class EdgeVectors:
             elif dim is None:
                 return None
             else:
-                # The engine indexes a segment once it passes this many KB of vectors:
-                # the same point as our threshold, so a build always produces an index.
-                kb = max(1, self._threshold * dim * 4 // 1024)
-                config = qe.EdgeConfig(
-                    vectors=_vector_params(dim, self._quantization),
-                    optimizers=qe.EdgeOptimizersConfig(indexing_threshold=kb),
-                    wal_enabled=True,
-                )
-                shard = qe.EdgeShard.create(str(path), config)
-                shard.update(
-                    qe.UpdateOperation.create_field_index(
-                        DOCUMENT_KEY, qe.PayloadSchemaType.Keyword
-                    )
-                )
-            entry = _Collection(shard)
+                shard = _create(path, dim, self._quantization, self._threshold)
+            entry = _Collection(shard, _has_sparse(path))
             self._collections[collection] = entry
         self._maybe_index(collection, entry)
         return entry
@@ -116,16 +119,36 @@ class EdgeVectors:
             ):
                 return
             entry.next_check = points + self._threshold  # one attempt per threshold of growth
-            entry.shard.flush()
-            target = self._root / ".next" / collection  # names never start with a dot
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(self._root / collection, target)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.clients.edge", str(target)],
-                stdin=subprocess.DEVNULL,
-            )
-            entry.rebuild = _Rebuild(process, target)
-            log.info("indexing %s in pid %d", collection, process.pid)
+            self._rebuild(collection, entry, add_sparse=False)
+
+    def reindex(self, collection: str) -> bool:
+        """Give an existing collection sparse vectors in the background (searches keep
+        answering, dense, until the swap). False: nothing to do now (no such collection,
+        already sparse, or a build is running: ask again when it ends)."""
+        entry = self._get(collection, None)
+        if entry is None:
+            return False
+        with entry.lock:
+            if entry.sparse or entry.rebuild is not None:
+                return False
+            self._rebuild(collection, entry, add_sparse=True)
+        return True
+
+    def _rebuild(self, collection: str, entry: _Collection, add_sparse: bool) -> None:
+        """Copy the shard and rebuild the copy in a child process; `_swap` puts it live.
+        The caller holds `entry.lock`."""
+        entry.shard.flush()
+        target = self._root / ".next" / collection  # names never start with a dot
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self._root / collection, target)
+        command = [sys.executable, "-m", "orchestrator.clients.edge", str(target)]
+        if add_sparse:
+            command += ["--add-sparse", self._quantization, str(self._threshold)]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        entry.rebuild = _Rebuild(process, target, entry.sparse or add_sparse)
+        log.info(
+            "%s %s in pid %d", "reindexing" if add_sparse else "indexing", collection, process.pid
+        )
         threading.Thread(target=self._swap, args=(collection, entry), daemon=True).start()
 
     def _swap(self, collection: str, entry: _Collection) -> None:
@@ -145,16 +168,16 @@ class EdgeVectors:
             entry.shard.close()
             live.rename(old)
             rebuild.path.rename(live)
-            entry.shard = qe.EdgeShard.load(str(live))
+            entry.shard, entry.sparse = qe.EdgeShard.load(str(live)), rebuild.sparse
             for op in rebuild.replay:
-                op(entry.shard)
+                op(entry.shard, entry.sparse)
             shutil.rmtree(old, ignore_errors=True)
             log.info("indexed %s; replayed %d writes", collection, len(rebuild.replay))
         _release_freed_memory()
 
     def _write(self, entry: _Collection, op: Op) -> None:
         with entry.lock:
-            op(entry.shard)
+            op(entry.shard, entry.sparse)
             if entry.rebuild is not None:
                 entry.rebuild.replay.append(op)
 
@@ -164,18 +187,25 @@ class EdgeVectors:
             return
         entry = self._get(collection, dim)
         assert entry is not None  # created when dim is given
-        batch = [qe.Point(p.id, p.vector, p.payload) for p in points]
-        operation = qe.UpdateOperation.upsert_points(batch)
+        words = [sparse.document(str(p.payload.get("text", ""))) for p in points]
+
+        def write(shard: Any, with_sparse: bool) -> None:
+            batch = [
+                qe.Point(p.id, _vectors(p.vector, w if with_sparse else None), p.payload)
+                for p, w in zip(points, words, strict=True)
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(batch))
+
         # The WAL holds every update (a killed process loses nothing); flushing segments on
         # every batch cost ~13 ms per 32 points.
-        self._write(entry, lambda shard: shard.update(operation))
+        self._write(entry, write)
         self._maybe_index(collection, entry)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         entry = self._get(collection, None)
         if entry is not None and ids:
             operation = qe.UpdateOperation.delete_points(list(ids))
-            self._write(entry, lambda shard: shard.update(operation))
+            self._write(entry, lambda shard, _: shard.update(operation))
 
     def delete_document(self, collection: str, document_id: str) -> None:
         entry = self._get(collection, None)
@@ -183,7 +213,7 @@ class EdgeVectors:
             operation = qe.UpdateOperation.delete_points_by_filter(
                 _match(DOCUMENT_KEY, document_id)
             )
-            self._write(entry, lambda shard: shard.update(operation))
+            self._write(entry, lambda shard, _: shard.update(operation))
 
     def document_ids(self, collection: str, document_id: str) -> set[str]:
         entry = self._get(collection, None)
@@ -211,8 +241,18 @@ class EdgeVectors:
         with entry.lock:
             return int(entry.shard.count(qe.CountRequest(exact=True)))
 
+    def has_sparse(self, collection: str) -> bool:
+        entry = self._get(collection, None)
+        return entry is not None and entry.sparse
+
     def search(
-        self, collection: str, vector: list[float], limit: int, match: dict[str, Any]
+        self,
+        collection: str,
+        vector: list[float],
+        limit: int,
+        match: dict[str, Any],
+        text: str = "",
+        mode: SearchMode = SearchMode.DENSE,
     ) -> list[Hit]:
         entry = self._get(collection, None)
         if entry is None:
@@ -220,17 +260,45 @@ class EdgeVectors:
         conditions: list[Any] = [
             qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in sorted(match.items())
         ]
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(vector),
-            filter=qe.Filter(must=conditions) if conditions else None,
-            with_payload=True,
-            with_vector=False,
-            params=_search_params(self._quantization, self.hnsw_ef),
-        )
+        where = qe.Filter(must=conditions) if conditions else None
+        params = _search_params(self._quantization, self.hnsw_ef)
+        dense = qe.Query.Nearest(vector)
+        words = qe.SparseVector(*sparse.query(text))
+        query: Any
         with entry.lock:
+            if mode is SearchMode.DENSE or not entry.sparse:
+                query, prefetches = dense, None
+            elif mode is SearchMode.SPARSE:
+                query, prefetches = qe.Query.Nearest(words, using=sparse.NAME), None
+            else:  # each half brings its best candidates; their ranks are fused
+                depth = max(4 * limit, 20)
+                prefetches = [
+                    qe.Prefetch(limit=depth, query=dense, filter=where, params=params),
+                    qe.Prefetch(
+                        limit=depth, query=qe.Query.Nearest(words, using=sparse.NAME), filter=where
+                    ),
+                ]
+                query = qe.Fusion.Rrf(k=FUSION_K)
+            request = qe.QueryRequest(
+                limit=limit,
+                query=query,
+                prefetches=prefetches,
+                filter=where,
+                with_payload=True,
+                with_vector=query is not dense,  # to report the cosine beside the rank
+                params=params if prefetches is None else None,
+            )
             points = entry.shard.query(request)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+        if query is dense:
+            return [
+                Hit(str(p.id), float(p.score), dict(p.payload or {}), float(p.score))
+                for p in points
+            ]
+        cosines = similarities(vector, [_dense(p.vector) for p in points])
+        return [
+            Hit(str(p.id), float(p.score), dict(p.payload or {}), c)
+            for p, c in zip(points, cosines, strict=True)
+        ]
 
     def drop(self, collection: str) -> bool:
         with self._lock:
@@ -257,6 +325,37 @@ class EdgeVectors:
                     entry.shard.flush()
                     entry.shard.close()
             self._collections.clear()
+
+
+def _create(path: Path, dim: int, quantization: str, threshold: int) -> Any:
+    """A new shard: the dense vector, BM25 sparse vectors and the document-id index."""
+    # The engine indexes a segment once it passes this many KB of vectors: the same point
+    # as our threshold, so a build always produces an index.
+    kb = max(1, threshold * dim * 4 // 1024)
+    config = qe.EdgeConfig(
+        vectors=_vector_params(dim, quantization),
+        sparse_vectors={sparse.NAME: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=kb),
+        wal_enabled=True,
+    )
+    shard = qe.EdgeShard.create(str(path), config)
+    shard.update(qe.UpdateOperation.create_field_index(DOCUMENT_KEY, qe.PayloadSchemaType.Keyword))
+    return shard
+
+
+def _has_sparse(path: Path) -> bool:
+    config = json.loads((path / "edge_config.json").read_text())
+    return sparse.NAME in (config.get("sparse_vectors") or {})
+
+
+def _vectors(dense: list[float], words: tuple[list[int], list[float]] | None) -> Any:
+    if words is None:
+        return dense
+    return {"": dense, sparse.NAME: qe.SparseVector(*words)}
+
+
+def _dense(vector: Any) -> list[float]:
+    return list(vector[""] if isinstance(vector, dict) else vector)
 
 
 def _search_params(quantization: str, hnsw_ef: int | None) -> Any:
@@ -314,5 +413,41 @@ def _optimize(path: str) -> None:
     shard.close()
 
 
+def _add_sparse(path: str, quantization: str, threshold: int) -> None:
+    """Rewrite the shard at `path` with BM25 vectors from each point's text, then index it."""
+    old = qe.EdgeShard.load(path)
+    dim = int(json.loads(Path(path, "edge_config.json").read_text())["vectors"][""]["size"])
+    building = Path(path + ".sparse")
+    shutil.rmtree(building, ignore_errors=True)
+    new = _create(building, dim, quantization, threshold)
+    offset = None
+    while True:
+        request = qe.ScrollRequest(
+            offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True
+        )
+        records, offset = old.scroll(request)
+        batch = [
+            qe.Point(
+                r.id,
+                _vectors(_dense(r.vector), sparse.document(str((r.payload or {}).get("text", "")))),
+                dict(r.payload or {}),
+            )
+            for r in records
+        ]
+        if batch:
+            new.update(qe.UpdateOperation.upsert_points(batch))
+        if offset is None:
+            break
+    old.close()
+    new.optimize()
+    new.flush()
+    new.close()
+    shutil.rmtree(path)
+    building.rename(path)
+
+
 if __name__ == "__main__":
-    _optimize(sys.argv[1])
+    if len(sys.argv) > 2 and sys.argv[2] == "--add-sparse":
+        _add_sparse(sys.argv[1], sys.argv[3], int(sys.argv[4]))
+    else:
+        _optimize(sys.argv[1])

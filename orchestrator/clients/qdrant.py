@@ -1,5 +1,7 @@
 """The vector-store protocol (clients/vectors.py) on a Qdrant server or cluster, through
-qdrant-client; one Qdrant collection per collection of ours."""
+qdrant-client; one Qdrant collection per collection of ours, with the dense vector and BM25
+sparse vectors (IDF by the server); hybrid search is the Query API's prefetch + RRF fusion.
+A collection created before sparse vectors existed searches dense only."""
 
 from __future__ import annotations
 
@@ -7,7 +9,18 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.clients.vectors import DOCUMENT_KEY, SCROLL_PAGE, Hit, VectorPoint
+from orchestrator.clients import sparse
+from orchestrator.clients.vectors import (
+    DOCUMENT_KEY,
+    SCROLL_PAGE,
+    Hit,
+    SearchMode,
+    VectorPoint,
+    similarities,
+)
+from orchestrator.errors import ErrorCode, TritonRagError
+
+FUSION_K = 60  # as the edge adapter
 
 
 class ServerVectors:
@@ -17,7 +30,7 @@ class ServerVectors:
         self._client = client
         self._quantization = quantization
         self._hnsw_ef = hnsw_ef
-        self._known: set[str] = set()
+        self._known: dict[str, bool] = {}  # collection -> has sparse vectors
         self._lock = threading.Lock()
 
     def _ensure(self, collection: str, dim: int) -> None:
@@ -26,28 +39,44 @@ class ServerVectors:
         with self._lock:
             if collection in self._known:
                 return
-            if not self._client.collection_exists(collection):
-                int8 = self._quantization == "int8"
-                self._client.create_collection(
-                    collection,
-                    vectors_config=models.VectorParams(
-                        size=dim, distance=models.Distance.COSINE, on_disk=int8
-                    ),
-                    quantization_config=models.ScalarQuantization(
-                        scalar=models.ScalarQuantizationConfig(
-                            type=models.ScalarType.INT8, quantile=0.99, always_ram=True
-                        )
+            if self._client.collection_exists(collection):
+                self._known[collection] = self._sparse_config(collection)
+                return
+            int8 = self._quantization == "int8"
+            self._client.create_collection(
+                collection,
+                vectors_config=models.VectorParams(
+                    size=dim, distance=models.Distance.COSINE, on_disk=int8
+                ),
+                sparse_vectors_config={
+                    sparse.NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
+                quantization_config=models.ScalarQuantization(
+                    scalar=models.ScalarQuantizationConfig(
+                        type=models.ScalarType.INT8, quantile=0.99, always_ram=True
                     )
-                    if int8
-                    else None,
                 )
-                self._client.create_payload_index(
-                    collection, DOCUMENT_KEY, models.PayloadSchemaType.KEYWORD
-                )
-            self._known.add(collection)
+                if int8
+                else None,
+            )
+            self._client.create_payload_index(
+                collection, DOCUMENT_KEY, models.PayloadSchemaType.KEYWORD
+            )
+            self._known[collection] = True
+
+    def _sparse_config(self, collection: str) -> bool:
+        params = self._client.get_collection(collection).config.params
+        return sparse.NAME in (params.sparse_vectors or {})
 
     def _exists(self, collection: str) -> bool:
         return collection in self._known or bool(self._client.collection_exists(collection))
+
+    def has_sparse(self, collection: str) -> bool:
+        if collection not in self._known:
+            if not self._client.collection_exists(collection):
+                return False
+            self._known[collection] = self._sparse_config(collection)
+        return self._known[collection]
 
     def upsert(self, collection: str, dim: int, points: Sequence[VectorPoint]) -> None:
         from qdrant_client import models
@@ -55,7 +84,11 @@ class ServerVectors:
         if not points:
             return
         self._ensure(collection, dim)
-        batch = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+        with_sparse = self._known[collection]
+        batch = [
+            models.PointStruct(id=p.id, vector=_vectors(p, with_sparse), payload=p.payload)
+            for p in points
+        ]
         self._client.upsert(collection, batch, wait=True)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -96,30 +129,80 @@ class ServerVectors:
         return int(self._client.count(collection, exact=True).count)
 
     def search(
-        self, collection: str, vector: list[float], limit: int, match: dict[str, Any]
+        self,
+        collection: str,
+        vector: list[float],
+        limit: int,
+        match: dict[str, Any],
+        text: str = "",
+        mode: SearchMode = SearchMode.DENSE,
     ) -> list[Hit]:
         from qdrant_client import models
 
         if not self._exists(collection):
             return []
         rescore = models.QuantizationSearchParams(rescore=True, oversampling=2.0)
+        # As the edge adapter: twice the candidates by int8, ranked by the full vectors.
+        params = models.SearchParams(
+            hnsw_ef=self._hnsw_ef, quantization=rescore if self._quantization == "int8" else None
+        )
+        where = _server_filter(match) if match else None
+        indices, values = sparse.query(text)
+        words = models.SparseVector(indices=indices, values=values)
+        if mode is SearchMode.DENSE or not self.has_sparse(collection):
+            response = self._client.query_points(
+                collection,
+                query=vector,
+                limit=limit,
+                query_filter=where,
+                with_payload=True,
+                search_params=params,
+            )
+            return [
+                Hit(str(p.id), float(p.score), dict(p.payload or {}), float(p.score))
+                for p in response.points
+            ]
+        if mode is SearchMode.SPARSE:
+            extra: dict[str, Any] = {"query": words, "using": sparse.NAME}
+        else:
+            depth = max(4 * limit, 20)
+            extra = {
+                "prefetch": [
+                    models.Prefetch(query=vector, limit=depth, filter=where, params=params),
+                    models.Prefetch(query=words, using=sparse.NAME, limit=depth, filter=where),
+                ],
+                "query": models.RrfQuery(rrf=models.Rrf(k=FUSION_K)),
+            }
         response = self._client.query_points(
             collection,
-            query=vector,
             limit=limit,
-            query_filter=_server_filter(match) if match else None,
+            query_filter=where,
             with_payload=True,
-            # As the edge adapter: twice the candidates by int8, ranked by the full vectors.
-            search_params=models.SearchParams(
-                hnsw_ef=self._hnsw_ef,
-                quantization=rescore if self._quantization == "int8" else None,
-            ),
+            with_vectors=[""],
+            **extra,
         )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        points = response.points
+        cosines = similarities(vector, [_dense(p.vector) for p in points])
+        return [
+            Hit(str(p.id), float(p.score), dict(p.payload or {}), c)
+            for p, c in zip(points, cosines, strict=True)
+        ]
+
+    def reindex(self, collection: str) -> bool:
+        if self._exists(collection) and not self.has_sparse(collection):
+            raise TritonRagError(
+                ErrorCode.INVALID_INPUT,
+                "on a Qdrant server, a collection made before sparse vectors existed gets "
+                "them by being ingested again into a new collection",
+            )
+        return False
+
+    def indexing(self, collection: str) -> bool:
+        return False  # the server indexes by itself, searches answering
 
     def drop(self, collection: str) -> bool:
         with self._lock:
-            self._known.discard(collection)
+            self._known.pop(collection, None)
         return bool(self._client.delete_collection(collection))
 
     def close(self) -> None:
@@ -135,3 +218,16 @@ def _server_filter(match: dict[str, Any]) -> Any:
             for k, v in sorted(match.items())
         ]
     )
+
+
+def _vectors(point: VectorPoint, with_sparse: bool) -> Any:
+    from qdrant_client import models
+
+    if not with_sparse:
+        return point.vector
+    indices, values = sparse.document(str(point.payload.get("text", "")))
+    return {"": point.vector, sparse.NAME: models.SparseVector(indices=indices, values=values)}
+
+
+def _dense(vector: Any) -> list[float]:
+    return list(vector[""] if isinstance(vector, dict) else vector)

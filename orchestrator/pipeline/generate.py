@@ -111,19 +111,24 @@ class Prompt:
 
 def relevant(hits: list[dict[str, Any]], min_score: float) -> list[Source]:
     """Hits at or above `min_score`, numbered from 1 in rank order."""
-    kept = [h for h in hits if float(h["score"]) >= min_score]
+    kept = [h for h in hits if _similarity(h) >= min_score]
     return [
         Source(
             number=i,
             document_id=str(h["document_id"]),
             chunk_id=str(h["chunk_id"]),
             chunk_index=int(h["chunk_index"]),
-            score=float(h["score"]),
+            score=_similarity(h),
             text=str(h["text"]),
             filename=h.get("filename"),
         )
         for i, h in enumerate(kept, start=1)
     ]
+
+
+def _similarity(hit: dict[str, Any]) -> float:
+    """The hit's cosine with the question: a fused or BM25 rank score is not comparable."""
+    return float(hit.get("similarity", hit["score"]))
 
 
 def retrieval_text(question: str, history: list[Message], turns: int = 2) -> str:

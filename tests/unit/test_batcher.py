@@ -31,16 +31,29 @@ class FakeLane:
 async def test_alone_a_search_goes_at_once() -> None:
     lane = FakeLane()
     batcher = SearchBatcher(lane, max_in_flight=2)
-    assert await batcher.search("c", [0.1], 3, {}) == [{"collection": "c", "top_k": 3}]
+    found = await batcher.search("c", [0.1], 3, {})
+    assert found.hits == [{"collection": "c", "top_k": 3}] and found.mode == "dense"
     assert [len(b) for b in lane.batches] == [1]
+
+
+async def test_the_mode_travels_and_only_a_named_one_is_strict() -> None:
+    lane = FakeLane()
+    batcher = SearchBatcher(lane, max_in_flight=1, default_mode="hybrid")
+    await batcher.search("c", [0.1], 3, {}, text="port 6390")
+    await batcher.search("c", [0.1], 3, {}, text="port 6390", mode="sparse")
+    sent = [q for b in lane.batches for q in b]
+    assert [(q["mode"], q["strict"], q["text"]) for q in sent] == [
+        ("hybrid", False, "port 6390"),
+        ("sparse", True, "port 6390"),
+    ]
 
 
 async def test_concurrent_searches_share_tasks_and_get_their_own_answers() -> None:
     lane = FakeLane()
     batcher = SearchBatcher(lane, max_batch=8, max_in_flight=2)
     results = await asyncio.gather(*(batcher.search(f"c{i}", [0.0], i + 1, {}) for i in range(20)))
-    assert [r[0]["collection"] for r in results] == [f"c{i}" for i in range(20)]
-    assert [r[0]["top_k"] for r in results] == list(range(1, 21))
+    assert [r.hits[0]["collection"] for r in results] == [f"c{i}" for i in range(20)]
+    assert [r.hits[0]["top_k"] for r in results] == list(range(1, 21))
     sizes = [len(b) for b in lane.batches]
     assert sum(sizes) == 20 and max(sizes) <= 8 and len(sizes) < 20
 
@@ -52,7 +65,7 @@ async def test_errors_reach_only_their_caller() -> None:
         batcher.search("missing", [0.0], 1, {}),
         return_exceptions=True,
     )
-    assert isinstance(results[0], list)
+    assert isinstance(results[0].hits, list)
     assert isinstance(results[1], TritonRagError) and results[1].code is ErrorCode.NOT_FOUND
 
 
@@ -71,7 +84,7 @@ async def test_a_cancelled_caller_does_not_break_the_batch() -> None:
     second = asyncio.create_task(batcher.search("b", [0.0], 1, {}))
     await asyncio.sleep(0)
     second.cancel()
-    assert (await first)[0]["collection"] == "a"
+    assert (await first).hits[0]["collection"] == "a"
     assert await batcher.search("c", [0.0], 1, {})
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import QdrantClient
 
 from orchestrator.clients import edge
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.qdrant import ServerVectors
-from orchestrator.clients.vectors import VectorPoint, VectorStore
+from orchestrator.clients.vectors import SearchMode, VectorPoint, VectorStore
 from orchestrator.settings import Settings
 from workers.runtime import open_store
 
@@ -185,3 +186,71 @@ def test_a_larger_hnsw_ef_finds_more_exact_neighbours_and_builds_release_memory(
         assert shipped > 0.9 and recall() < shipped - 0.3
     finally:
         store.close()
+
+
+WORDS = ["harbour", "lantern", "granite", "orchard", "violet", "compass", "ember", "meadow"]
+
+
+def _texts(n: int) -> list[VectorPoint]:
+    """Random dense vectors, each point's text with one rare word (its index) and common ones:
+    only the sparse half can find a point by its word."""
+    return [
+        VectorPoint(p.id, p.vector, p.payload | {"text": f"the value is {WORDS[i % 8]}{i} here"})
+        for i, p in enumerate(_points(n))
+    ]
+
+
+def test_sparse_finds_the_exact_term_and_hybrid_keeps_it(store: VectorStore) -> None:
+    points = _texts(40)
+    store.upsert("c", DIM, points)
+    assert store.has_sparse("c") and not store.has_sparse("nope")
+    query = points[0].vector  # dense: point 0 is nearest; words: point 23 holds meadow23
+    found = store.search("c", query, 3, {}, text="which value is meadow23?", mode=SearchMode.SPARSE)
+    assert found[0].id == points[23].id
+    hybrid = store.search("c", query, 5, {}, text="meadow23", mode=SearchMode.HYBRID)
+    assert {points[0].id, points[23].id} <= {h.id for h in hybrid}
+    for hit in found + hybrid:  # the cosine with the query, whatever ranked the hit
+        row = next(p.vector for p in points if p.id == hit.id)
+        assert hit.similarity == pytest.approx(float(np.dot(row, query)), abs=1e-4)
+    assert store.search("c", query, 5, {"document_id": "doc1"}, "meadow23", SearchMode.HYBRID)
+    assert all(
+        h.payload["document_id"] == "doc1"
+        for h in store.search("c", query, 5, {"document_id": "doc1"}, "meadow23", SearchMode.HYBRID)
+    )
+
+
+def test_edge_reindex_adds_sparse_vectors_while_searches_answer(tmp_path: Path) -> None:
+    """A shard made before sparse vectors existed: searches answer dense during the rebuild;
+    writes made meanwhile are replayed with their sparse vectors; reopened, it stays sparse."""
+    legacy = qe.EdgeShard.create(
+        str(tmp_path / "c"),
+        qe.EdgeConfig(vectors=edge._vector_params(DIM, "none"), wal_enabled=True),
+    )
+    points = _texts(300)
+    legacy.update(
+        qe.UpdateOperation.upsert_points(
+            [qe.Point(p.id, p.vector, p.payload) for p in points[:200]]
+        )
+    )
+    legacy.close()
+    store = EdgeVectors(tmp_path)
+    try:
+        assert not store.has_sparse("c")
+        assert store.reindex("c") and store.indexing("c") and not store.reindex("c")
+        store.upsert("c", DIM, points[200:])  # during the rebuild: logged, replayed
+        hit = store.search("c", points[5].vector, 1, {}, "orchard3", SearchMode.HYBRID)[0]
+        assert hit.id == points[5].id  # still the dense shard
+        deadline = time.monotonic() + 120
+        while store.indexing("c") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.has_sparse("c") and store.count("c") == 300
+        for i in (3, 250):  # one copied by the child, one written during the rebuild
+            term = f"{WORDS[i % 8]}{i}"
+            top = store.search("c", points[0].vector, 1, {}, term, SearchMode.SPARSE)[0]
+            assert top.id == points[i].id
+        assert not store.reindex("c")
+    finally:
+        store.close()
+    reopened = EdgeVectors(tmp_path)
+    assert reopened.has_sparse("c")
+    reopened.close()

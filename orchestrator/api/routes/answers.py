@@ -32,6 +32,7 @@ async def ask_collection(
         body.top_k or services.settings.answer_top_k,
         dict(body.filters),
         [{"role": t.role, "content": t.content} for t in body.history if t.content.strip()],
+        body.mode,
     )
     await check_question(services, q)
     if body.stream:

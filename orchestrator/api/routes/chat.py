@@ -47,6 +47,7 @@ async def create_chat_completion(
         body.top_k or services.settings.answer_top_k,
         dict(body.filters),
         history,
+        body.mode,
     )
     await check_question(services, q)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"

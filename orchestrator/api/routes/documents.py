@@ -18,12 +18,13 @@ from orchestrator.api.schemas import (
     DOCUMENT_ID_PATTERN,
     ERROR_RESPONSES,
     DocumentPage,
+    ReindexStatus,
     UploadedDocument,
     UploadResponse,
 )
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import require, scoped
-from orchestrator.lanes import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT
+from orchestrator.lanes import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT, REINDEX
 from orchestrator.pipeline.parse import sniff
 
 router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
@@ -182,6 +183,19 @@ async def delete_collection(
         raise TritonRagError(ErrorCode.NOT_FOUND, f"collection {collection!r} not found")
     await asyncio.to_thread(services.jobs.remove_collection, tenant, collection)
     return {"collection": collection, "deleted": True}
+
+
+@router.post("/collections/{collection}/reindex", status_code=202)
+async def reindex_collection(
+    collection: Collection, services: ServicesDep, tenant: TenantDep
+) -> ReindexStatus:
+    """Give a collection indexed before sparse vectors existed its BM25 vectors, in the
+    background: searches keep answering (dense) until it swaps in. Idempotent: call again
+    to follow it (`reindexing` false and `sparse` true when done)."""
+    await services.require_collection(tenant, collection)
+    timeout = services.settings.search_timeout_s
+    state = await services.call(REINDEX, scoped(tenant, collection), timeout_s=timeout)
+    return ReindexStatus(collection=collection, **state)
 
 
 @router.get("/collections")

@@ -17,9 +17,17 @@ async def search_collection(
     collection: Collection, body: SearchRequest, services: ServicesDep, tenant: TenantDep
 ) -> SearchResponse:
     vector = await services.search_vector(tenant, collection, body.query)
-    hits = await services.searches.search(
-        scoped(tenant, collection), vector, body.top_k, body.filters
+    found = await services.searches.search(
+        scoped(tenant, collection),
+        vector,
+        body.top_k,
+        body.filters,
+        text=body.query,
+        mode=body.mode,
     )
     return SearchResponse(
-        collection=collection, query=body.query, data=[SearchHit(**h) for h in hits]
+        collection=collection,
+        query=body.query,
+        mode=found.mode,
+        data=[SearchHit(**h) for h in found.hits],
     )
