@@ -185,7 +185,13 @@ class Settings(BaseSettings):
     search_mode: Literal["dense", "sparse", "hybrid"] = Field(
         "hybrid",
         description="Retrieval when a request names none: dense (embedding), sparse (BM25) or "
-        "hybrid (both, fused by reciprocal rank inside the store).",
+        "hybrid (both, fused inside the store).",
+    )
+    search_fusion: Literal["rrf", "dbsf"] = Field(
+        "rrf",
+        description="How hybrid search fuses the dense and sparse candidates: rrf (reciprocal "
+        "rank) or dbsf (scores normalised by their distribution); perf/retrieval_modes.py "
+        "measures both.",
     )
     query_cache_ttl_s: int = Field(
         3600, description="Seconds a query embedding stays cached in Redis; 0 disables."

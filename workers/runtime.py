@@ -116,7 +116,9 @@ def open_store(settings: Settings) -> VectorStore:
         if settings.qdrant_url.startswith(":memory:"):
             return ServerVectors(QdrantClient(location=":memory:"))
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-        return ServerVectors(client, settings.vector_quantization, settings.search_hnsw_ef)
+        return ServerVectors(
+            client, settings.vector_quantization, settings.search_hnsw_ef, settings.search_fusion
+        )
     from orchestrator.clients.edge import EdgeVectors  # loads the engine: only where it runs
 
     return EdgeVectors(
@@ -124,4 +126,5 @@ def open_store(settings: Settings) -> VectorStore:
         settings.edge_index_threshold,
         settings.vector_quantization,
         settings.search_hnsw_ef,
+        settings.search_fusion,
     )

@@ -70,8 +70,10 @@ class EdgeVectors:
         index_threshold: int = 20_000,
         quantization: str = "none",
         hnsw_ef: int | None = None,
+        fusion: str = "rrf",
     ) -> None:
         self._root = root
+        self._fusion = qe.Fusion.Rrf(k=FUSION_K) if fusion == "rrf" else qe.Fusion.Dbsf()
         self._quantization = quantization
         self.hnsw_ef = hnsw_ef
         self._root.mkdir(parents=True, exist_ok=True)
@@ -278,7 +280,7 @@ class EdgeVectors:
                         limit=depth, query=qe.Query.Nearest(words, using=sparse.NAME), filter=where
                     ),
                 ]
-                query = qe.Fusion.Rrf(k=FUSION_K)
+                query = self._fusion
             request = qe.QueryRequest(
                 limit=limit,
                 query=query,

@@ -26,8 +26,21 @@ FUSION_K = 60  # as the edge adapter
 class ServerVectors:
     """A Qdrant server (or cluster) through qdrant-client; one Qdrant collection per ours."""
 
-    def __init__(self, client: Any, quantization: str = "none", hnsw_ef: int | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        quantization: str = "none",
+        hnsw_ef: int | None = None,
+        fusion: str = "rrf",
+    ) -> None:
+        from qdrant_client import models
+
         self._client = client
+        self._fusion = (
+            models.RrfQuery(rrf=models.Rrf(k=FUSION_K))
+            if fusion == "rrf"
+            else models.FusionQuery(fusion=models.Fusion.DBSF)
+        )
         self._quantization = quantization
         self._hnsw_ef = hnsw_ef
         self._known: dict[str, bool] = {}  # collection -> has sparse vectors
@@ -171,7 +184,7 @@ class ServerVectors:
                     models.Prefetch(query=vector, limit=depth, filter=where, params=params),
                     models.Prefetch(query=words, using=sparse.NAME, limit=depth, filter=where),
                 ],
-                "query": models.RrfQuery(rrf=models.Rrf(k=FUSION_K)),
+                "query": self._fusion,
             }
         response = self._client.query_points(
             collection,

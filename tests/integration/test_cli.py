@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,8 +67,22 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         found = _cli(env, "search", "how do satellites stay up", "-c", "notes", "-k", "3")
         assert found.returncode == 0 and "orbit.md" in found.stdout
         found = _cli(env, "search", "reset the device", "-c", "notes", "-k", "1")
-        assert "manual.pdf" in found.stdout
+        assert "manual.pdf" in found.stdout and "(hybrid)" in found.stdout
         assert "api" in _cli(env, "status").stdout
+
+        # A collection indexed before sparse vectors existed: it answers dense until
+        # `tritonrag reindex` gives it BM25 vectors.
+        os.kill(embedded.running_pid(worker, settings) or 0, signal.SIGKILL)
+        _dense_only(settings.vectors_dir / "default__notes")
+        assert "worker: started" in _cli(env, "up").stdout
+        found = _cli(env, "search", "reset the device", "-c", "notes", "-k", "1")
+        assert "manual.pdf" in found.stdout and "(dense)" in found.stdout
+        refused = _cli(env, "search", "red button", "-c", "notes", "--mode", "sparse")
+        assert refused.returncode == 1 and "tritonrag reindex" in " ".join(refused.stdout.split())
+        done = _cli(env, "reindex", "notes")
+        assert "notes: 62 points, has sparse vectors" in done.stdout, done.stdout + done.stderr
+        found = _cli(env, "search", "red button", "-c", "notes", "-k", "1", "--mode", "sparse")
+        assert "manual.pdf" in found.stdout and "(sparse)" in found.stdout
 
         # A pid file that points at someone else's process is not ours to stop.
         api = next(p for p in embedded.parts(settings) if p.name == "api")
@@ -86,6 +101,30 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         unrelated.kill()
     assert not is_ready(settings)
     assert "nothing to stop" in _cli(env, "down").stdout
+
+
+def _dense_only(shard: Path) -> None:
+    """Rewrite an edge shard as one made before sparse vectors existed (its owner stopped)."""
+    import json
+
+    import qdrant_edge as qe
+
+    from orchestrator.clients import edge
+
+    old = qe.EdgeShard.load(str(shard))
+    dim = json.loads((shard / "edge_config.json").read_text())["vectors"][""]["size"]
+    config = qe.EdgeConfig(vectors=edge._vector_params(dim, "none"), wal_enabled=True)
+    new = qe.EdgeShard.create(str(shard) + ".dense", config)
+    records, _ = old.scroll(qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True))
+    new.update(
+        qe.UpdateOperation.upsert_points(
+            [qe.Point(r.id, edge._dense(r.vector), r.payload) for r in records]
+        )
+    )
+    old.close()
+    new.close()
+    shutil.rmtree(shard)
+    Path(str(shard) + ".dense").rename(shard)
 
 
 def test_server_is_not_ready_until_its_models_are_loaded(tmp_path: Path) -> None:

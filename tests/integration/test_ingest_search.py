@@ -63,6 +63,39 @@ LONG = "\n\n".join(
 )
 
 
+CODES = {  # meaning alike, one exact term each: only the words tell them apart
+    f"runbook-{code}.txt": f"Alarm {code} means a disk on the storage node is failing; replace "
+    "the disk and run the rebuild before the next backup window."
+    for code in ("QX-7731", "ZR-2048", "KL-5190", "WB-3302")
+}
+
+
+def test_sparse_and_hybrid_find_the_exact_term(api: httpx.Client) -> None:
+    response = upload(api, "terms", [(n, t.encode()) for n, t in CODES.items()])
+    for doc in response.json()["documents"]:
+        assert wait_job(api, doc["job_id"])["state"] == "indexed"
+    question = "What should I do about alarm KL-5190?"
+    url = "/v1/collections/terms/search"
+    found = {}
+    for mode in ("dense", "sparse", "hybrid", None):
+        body = {"query": question, "top_k": 4} | ({"mode": mode} if mode else {})
+        answer = api.post(url, json=body).raise_for_status().json()
+        assert answer["mode"] == (mode or "hybrid")  # the shipped default
+        found[mode] = [h["document_id"] for h in answer["data"]]
+        assert all(0 < h["similarity"] <= 1.0001 for h in answer["data"])
+    assert found["sparse"][0] == found["hybrid"][0] == found[None][0] == "runbook-KL-5190.txt"
+    assert sorted(found["dense"]) == sorted(CODES)  # dense sees four near-identical notes
+    state = api.post("/v1/collections/terms/reindex").raise_for_status().json()
+    assert state == {
+        "collection": "terms",
+        "started": False,
+        "reindexing": False,
+        "sparse": True,
+        "points": 4,
+    }
+    assert api.post("/v1/collections/nowhere/reindex").status_code == 404
+
+
 def test_replace_re_embeds_only_changed_chunks(api: httpx.Client) -> None:
     first = upload(api, "replace", [("notes.txt", LONG.encode())]).json()["documents"][0]
     job = wait_job(api, first["job_id"])
@@ -192,6 +225,7 @@ def test_too_large_is_413_before_the_body_is_read(api: httpx.Client, stack: Sett
         ({"query": "x", "top_k": 100000}, 422),
         ({"query": "x", "filters": {"a": {"nested": 1}}}, 422),
         ({"top_k": 3}, 422),
+        ({"query": "x", "mode": "bm42"}, 422),
     ],
 )
 def test_search_rejections(api: httpx.Client, body: dict[str, object], status: int) -> None:

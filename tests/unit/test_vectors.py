@@ -219,6 +219,22 @@ def test_sparse_finds_the_exact_term_and_hybrid_keeps_it(store: VectorStore) -> 
     )
 
 
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_hybrid_fuses_by_distribution_when_asked(kind: str, tmp_path: Path) -> None:
+    store: VectorStore = (
+        EdgeVectors(tmp_path, fusion="dbsf")
+        if kind == "edge"
+        else ServerVectors(QdrantClient(location=":memory:"), fusion="dbsf")
+    )
+    points = _texts(40)
+    store.upsert("c", DIM, points)
+    hybrid = store.search("c", points[0].vector, 5, {}, "meadow23", SearchMode.HYBRID)
+    assert {points[0].id, points[23].id} <= {h.id for h in hybrid}
+    rrf_top = 2 / 61  # the most a point can score by rank fusion: first in both
+    assert hybrid[0].score > rrf_top  # normalised scores, not ranks
+    store.close()
+
+
 def test_edge_reindex_adds_sparse_vectors_while_searches_answer(tmp_path: Path) -> None:
     """A shard made before sparse vectors existed: searches answer dense during the rebuild;
     writes made meanwhile are replayed with their sparse vectors; reopened, it stays sparse."""
