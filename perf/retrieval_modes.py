@@ -108,7 +108,7 @@ def markdown(record: dict[str, Any]) -> str:
     worse = len(record["changed"]) - better
     lines += [
         "",
-        f"Hybrid ranks the answer's document higher than dense for {better} questions and "
+        f"Hybrid (rrf) ranks the answer's document higher than dense for {better} questions and "
         f"lower for {worse}.",
         "",
         "| question | dense RR | sparse RR | hybrid RR |",
