@@ -271,6 +271,19 @@ class Settings(BaseSettings):
         "or prompt for its repeats); indexing any document of the collection forgets it. "
         "0 disables.",
     )
+    answer_mode: Literal["generate", "quote", "auto"] = Field(
+        "auto",
+        description="How answers are made by default: generate (the LLM, each sentence "
+        "checked against the sources), quote (the best evidence sentences, no LLM) or auto "
+        "(generate; quote instead when no sentence of the answer is supported).",
+    )
+    answer_quote_sentences: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Evidence sentences a quoted answer gives (answer_mode quote, or auto's "
+        "fallback), best first, each with its [n].",
+    )
     max_question_chars: int = Field(4000, description="Longest question accepted.")
 
     @property

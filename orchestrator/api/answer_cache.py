@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from orchestrator.jobs import PREFIX, UNCOVERED, answer_cache_key, answer_index_key, jittered
 from orchestrator.settings import Settings
 
-CACHE_VERSION = 3  # bump when the prompt changes: cached answers of the old prompt are ignored
+CACHE_VERSION = 4  # bump when the prompt or the record changes: old entries are ignored
 
 
 def cache_key(settings: Settings, store_name: str, question: str, rest: list[Any]) -> str:

@@ -1,7 +1,10 @@
 """Answering a question, as a stream of events shared by /ask and /v1/chat/completions.
 
-retrieve (query lane) -> relevant hits -> none: the no-sources answer, no LLM call -> the llm
-lane generates (workers/answer.py) -> tokens relayed from a Redis stream -> citations -> cache.
+retrieve (query lane) -> relevant hits -> none: the no-sources answer, no LLM call -> evidence
+sentences -> answer_mode quote: the best of them, no LLM call; else the llm lane generates
+(workers/answer.py) -> tokens relayed from a Redis stream -> each sentence checked against the
+sources (pipeline/grounding.py; auto: a quote instead when none is supported) -> citations ->
+cache.
 Identical questions in flight at once share one generation (api/answer_cache.py). An error
 before the first token raises TritonRagError (a 5xx for JSON callers); the caller going away
 (the generator closed early) tells the llm lane to stop, unless others relay the same answer.
@@ -27,11 +30,12 @@ from orchestrator.api.answer_cache import Flight
 from orchestrator.api.services import Services
 from orchestrator.clients.chat_template import Message
 from orchestrator.clients.triton import Priority
+from orchestrator.clients.vectors import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import answer_key, cancel_key, scoped
 from orchestrator.lanes import ANSWER, LLM
 from orchestrator.metrics import ANSWERS_REFUSED, CACHE
-from orchestrator.pipeline import evidence, generate
+from orchestrator.pipeline import evidence, generate, grounding
 
 XREAD_BLOCK_S = 5.0
 Event = dict[str, Any]
@@ -46,10 +50,18 @@ class Question:
     filters: dict[str, Any] = field(default_factory=dict)
     history: list[Message] = field(default_factory=list)
     mode: str | None = None  # retrieval: dense | sparse | hybrid; None: the search_mode setting
+    answer_mode: str | None = None  # generate | quote | auto; None: the answer_mode setting
 
     @property
     def store_name(self) -> str:
         return scoped(self.tenant, self.collection)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    sources: list[generate.Source]  # what the prompt carries (cut to evidence sentences)
+    best: list[tuple[int, str]] = field(default_factory=list)  # (number, sentence), best first
+    known: dict[str, Any] = field(default_factory=dict)  # sentence -> its embedding
 
 
 async def check_question(services: Services, q: Question) -> None:
@@ -66,49 +78,86 @@ async def check_question(services: Services, q: Question) -> None:
 
 
 async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event, None]:
-    """`token`* then `citations` then `done`; see the module docstring for errors."""
+    """`token`* then `grounding`, on an auto fallback `answer`, then `citations` and `done`;
+    see the module docstring for errors."""
     start = time.perf_counter()
-    key = _cache_key(services, q)
+    mode = q.answer_mode or services.settings.answer_mode
+    key = _cache_key(services, q, mode)
     cached = await services.redis.get(key) if services.settings.answer_cache_ttl_s else None
     if services.settings.answer_cache_ttl_s:
         CACHE.labels("answer", "hit" if cached else "miss").inc()
     if cached:
         record = json.loads(cached)
-        yield {"type": "token", "text": record["answer"]}
-        yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
+        for event in _closing(record, record["answer"]):
+            yield event
         yield _done(record, start, start, start, cached=True)
         return
-    text = generate.retrieval_text(q.question, q.history)
-    vector = await services.embed_query(text)
-    found = await services.searches.search(
-        q.store_name, vector, q.top_k, q.filters, text=text, mode=q.mode
-    )
-    hits = found.hits
+    found = await _retrieve(services, q, mode)
     retrieved = time.perf_counter()
-    sources = generate.relevant(hits, services.settings.answer_min_score)
-    if sources and services.settings.answer_evidence_sentences:
-        sources = await _evidence(services, q.question, vector, sources)
-    if not sources:
-        record = {"answer": generate.NO_SOURCES_ANSWER, "citations": [], "sources": []}
-        record["covered"] = False
-        yield {"type": "token", "text": record["answer"]}
-        yield {"type": "citations", "citations": [], "sources": []}
+    if not found.sources or mode == "quote":
+        record = _without_llm(services, found)
+        for event in _closing(record, record["answer"]):
+            yield event
         yield _done(record, start, retrieved, retrieved)
         await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
         return
     flight = await _flight(services, key)
     if not flight.leader:
         CACHE.labels("answer", "shared").inc()
-        async for event in _answer(services, q, key, sources, flight, (start, retrieved)):
+        async for event in _answer(services, q, key, found, flight, (start, retrieved)):
             yield event
         return
     try:
         async with services.generations:  # free: checked in _flight (a race may wait a turn)
-            async for event in _answer(services, q, key, sources, flight, (start, retrieved)):
+            async for event in _answer(services, q, key, found, flight, (start, retrieved)):
                 yield event
     finally:
         with anyio.CancelScope(shield=True):
             await answer_cache.land(services.redis, key)
+
+
+async def _retrieve(services: Services, q: Question, mode: str) -> Evidence:
+    """The relevant hits as numbered sources, cut to their evidence sentences."""
+    text = generate.retrieval_text(q.question, q.history)
+    vector = await services.embed_query(text)
+    found = await services.searches.search(
+        q.store_name, vector, q.top_k, q.filters, text=text, mode=q.mode
+    )
+    sources = generate.relevant(found.hits, services.settings.answer_min_score)
+    return await _evidence(services, q.question, vector, sources, mode)
+
+
+def _without_llm(services: Services, found: Evidence) -> Event:
+    """The no-sources answer, or answer_mode quote: the best evidence sentences."""
+    if not found.sources:
+        record: Event = {"answer": generate.NO_SOURCES_ANSWER, "citations": [], "sources": []}
+        return record | {"covered": False, "answer_mode": None, "grounding": [], "supported": None}
+    record = grounding.quoted(found.best, services.settings.answer_quote_sentences)
+    record["citations"] = generate.citations(record["answer"], found.sources)
+    return record | {"sources": _sources(found.sources)}
+
+
+def _closing(record: Event, generated: str | None) -> list[Event]:
+    """The events after the tokens: the grounding, the quote that replaces the generated text
+    (auto fallback), the citations."""
+    events: list[Event] = [
+        {
+            "type": "grounding",
+            "grounding": record["grounding"],
+            "supported": record["supported"],
+        }
+    ]
+    if record.get("generated") is not None and generated != record["answer"]:
+        keys = ("answer", "answer_mode", "generated")
+        events.append({"type": "answer"} | {k: record[k] for k in keys})
+    events.append(
+        {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
+    )
+    return events
+
+
+def _sources(sources: list[generate.Source]) -> list[Event]:
+    return [generate.citation(x) | {"text": x.text} for x in sources]
 
 
 async def _flight(services: Services, key: str) -> Flight:
@@ -131,7 +180,7 @@ async def _answer(
     services: Services,
     q: Question,
     key: str,
-    sources: list[generate.Source],
+    found: Evidence,
     flight: Flight,
     times: tuple[float, float],
 ) -> AsyncGenerator[Event, None]:
@@ -139,12 +188,12 @@ async def _answer(
     start, retrieved = times
     text: list[str] = []
     usage: Event = {}
-    used = sources
+    used = found.sources
     first: float | None = None
-    async with aclosing(_generated(services, q, key, sources, flight)) as events:
+    async with aclosing(_generated(services, q, key, found.sources, flight)) as events:
         async for event in events:
             if event["type"] == "sources":
-                used = [x for x in sources if x.number in set(event["numbers"])]
+                used = [x for x in found.sources if x.number in set(event["numbers"])]
             elif event["type"] == "token":
                 first = first or time.perf_counter()
                 text.append(event["text"])
@@ -153,34 +202,59 @@ async def _answer(
                 usage = event
                 timing.add_inference((event.get("llm_total_ms") or 0) / 1000)
     answer = "".join(text).strip()
-    record = {
-        "answer": answer,
-        "citations": generate.citations(answer, used),
-        "sources": [generate.citation(x) | {"text": x.text} for x in used],
-        "usage": {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")},
-    }
-    yield {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
+    record = await _grounded(services, q, answer, used, found)
+    record["usage"] = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")}
+    for event in _closing(record, answer):
+        yield event
     yield _done(record, start, retrieved, first or time.perf_counter(), llm=usage)
     if flight.leader and not usage.get("cancelled"):
         await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
 
 
+async def _grounded(
+    services: Services, q: Question, answer: str, used: list[generate.Source], found: Evidence
+) -> Event:
+    """Each sentence checked against the sources the model read (one embedding request); in
+    auto mode nothing supported means the best evidence sentences are quoted instead."""
+
+    async def embed(texts: list[str]) -> Matrix:
+        return (await services.embedder.embed(texts, priority=Priority.QUERY)).embeddings
+
+    checked = await grounding.ground(answer, used, embed, found.known)
+    numbers = {x.number for x in used}
+    best = [b for b in found.best if b[0] in numbers]
+    mode = q.answer_mode or services.settings.answer_mode
+    count = services.settings.answer_quote_sentences
+    record = grounding.outcome(mode, answer, checked, best, count)
+    record["citations"] = generate.citations(record["answer"], used)
+    return record | {"sources": _sources(used)}
+
+
 async def _evidence(
-    services: Services, question: str, query: list[float], sources: list[generate.Source]
-) -> list[generate.Source]:
-    """The sources cut to the sentences that answer the question (pipeline/evidence.py):
-    every sentence embedded in one request at query priority."""
+    services: Services,
+    question: str,
+    query: list[float],
+    sources: list[generate.Source],
+    mode: str,
+) -> Evidence:
+    """The sources cut to the sentences that answer the question (pipeline/evidence.py) and
+    those sentences ranked for a quote: every sentence embedded in one request at query
+    priority. Skipped when neither evidence nor a quote is wanted."""
+    keep = services.settings.answer_evidence_sentences
     parts = [evidence.sentences(x.text) for x in sources]
     flat = [p for ps in parts for p in ps]
-    if not flat:
-        return sources
+    if not flat or (not keep and mode == "generate"):
+        return Evidence(sources)
     rows = (await services.embedder.embed(flat, priority=Priority.QUERY)).embeddings
     vectors, start = [], 0
     for ps in parts:
         vectors.append(rows[start : start + len(ps)])
         start += len(ps)
-    keep = services.settings.answer_evidence_sentences
-    return evidence.choose(question, np.asarray(query, np.float32), sources, vectors, keep)
+    vector = np.asarray(query, np.float32)
+    ranking = evidence.ranked(question, vector, sources, vectors)
+    chosen = evidence.choose(question, vector, sources, vectors, keep) if keep else sources
+    known = dict(zip(flat, rows, strict=True))
+    return Evidence(chosen, evidence.best_sentences(ranking, sources), known)
 
 
 def _flight_ttl(services: Services) -> int:
@@ -258,6 +332,9 @@ def _done(
         "answer": record["answer"],
         "covered": record.get("covered", True),
         "cached": cached,
+        "answer_mode": record.get("answer_mode"),
+        "supported": record.get("supported"),
+        "generated": record.get("generated"),
         "usage": record.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0},
         "timings": {
             "retrieve_ms": round(1000 * (retrieved - start), 2),
@@ -268,6 +345,8 @@ def _done(
     }
 
 
-def _cache_key(services: Services, q: Question) -> str:
-    rest = [q.history, q.top_k, sorted(q.filters.items()), q.mode or services.settings.search_mode]
+def _cache_key(services: Services, q: Question, answer_mode: str) -> str:
+    s = services.settings
+    rest = [q.history, q.top_k, sorted(q.filters.items()), q.mode or s.search_mode, answer_mode]
+    rest += [s.answer_quote_sentences]
     return answer_cache.cache_key(services.settings, q.store_name, q.question, rest)

@@ -175,6 +175,14 @@ class Turn(BaseModel):
     content: str = Field(max_length=100_000)
 
 
+AnswerMode = Literal["generate", "quote", "auto"]
+ANSWER_MODE_DESCRIPTION = (
+    "generate (the LLM; each sentence checked against the sources), quote (the best evidence "
+    "sentences with their [n], no LLM) or auto (generate; when no sentence is supported, the "
+    "quote instead, the generated text kept in `generated`); default: the answer_mode setting."
+)
+
+
 class AskRequest(BaseModel):
     question: Annotated[str, StringConstraints(min_length=1, max_length=100_000, pattern=NOT_BLANK)]
     history: list[Turn] = Field(
@@ -188,6 +196,7 @@ class AskRequest(BaseModel):
         default_factory=dict, description="Exact matches on document_id or metadata keys."
     )
     mode: SearchMode | None = Field(None, description="Retrieval mode: " + MODE_DESCRIPTION)
+    answer_mode: AnswerMode | None = Field(None, description=ANSWER_MODE_DESCRIPTION)
     stream: bool = Field(False, description="Server-sent events instead of one JSON answer.")
 
 
@@ -205,6 +214,19 @@ class Citation(BaseModel):
     filename: str | None = None
     snippet: str
     text: str | None = Field(None, description="The whole chunk (in `sources` only).")
+
+
+class GroundedSentence(BaseModel):
+    """One sentence of the answer checked against the sources the model was given."""
+
+    text: str
+    supported: bool
+    sources: list[int] = Field(description="Numbers of the sources that support it.")
+    score: float = Field(description="Cosine with the best-matching source sentence.")
+    overlap: float = Field(description="Share of its content words in that sentence.")
+    missing: list[str] = Field(
+        description="Its numbers and identifiers that sentence lacks (any: unsupported)."
+    )
 
 
 class AnswerTimings(BaseModel):
@@ -227,6 +249,20 @@ class AskResponse(BaseModel):
     cached: bool
     citations: list[Citation] = Field(description="Sources the answer cites, in order of use.")
     sources: list[Citation] = Field(description="Every source the LLM was given.")
+    answer_mode: Literal["generate", "quote"] | None = Field(
+        None, description="How `answer` was made (None: not covered, nothing to answer from)."
+    )
+    grounding: list[GroundedSentence] = Field(
+        default_factory=list,
+        description="Each sentence of the generated text (of the quote in quote mode) and the "
+        "sources that support it.",
+    )
+    supported: float | None = Field(
+        None, description="Share of those sentences supported (None: none to check)."
+    )
+    generated: str | None = Field(
+        None, description="auto mode, nothing supported: the generated text `answer` replaced."
+    )
     usage: AnswerUsage
     timings: AnswerTimings
 
@@ -253,3 +289,4 @@ class ChatRequest(BaseModel):
     top_k: TopK | None = None
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     mode: SearchMode | None = Field(None, description="Retrieval mode: " + MODE_DESCRIPTION)
+    answer_mode: AnswerMode | None = Field(None, description=ANSWER_MODE_DESCRIPTION)

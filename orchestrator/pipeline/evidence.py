@@ -37,20 +37,26 @@ def overlap(question: set[str], sentence: str) -> float:
     return len(question & content_words(sentence)) / len(question) if question else 0.0
 
 
-def choose(
-    question: str, query: Matrix, sources: list[Source], vectors: list[Matrix], keep: int
-) -> list[Source]:
-    """`sources` with `evidence` set to their chosen sentences; those with none dropped.
-    `vectors[i]` holds the embeddings of `sentences(sources[i].text)`, `query` the
-    question's (all L2-normalised)."""
+def ranked(
+    question: str, query: Matrix, sources: list[Source], vectors: list[Matrix]
+) -> list[tuple[float, int, int]]:
+    """(score, source index, sentence index) of every sentence, best first: the cosine with
+    the question plus LEXICAL_WEIGHT x the question's words it holds. `vectors[i]` holds the
+    embeddings of `sentences(sources[i].text)`, `query` the question's (all L2-normalised)."""
     words = content_words(question)
     scored = []
     for i, (source, rows) in enumerate(zip(sources, vectors, strict=True)):
-        parts = sentences(source.text)
         cosines = rows @ np.asarray(query, dtype=np.float32).reshape(-1)
-        for j, part in enumerate(parts):
+        for j, part in enumerate(sentences(source.text)):
             scored.append((float(cosines[j]) + LEXICAL_WEIGHT * overlap(words, part), i, j))
-    best = sorted(scored, reverse=True)[:keep]
+    return sorted(scored, reverse=True)
+
+
+def choose(
+    question: str, query: Matrix, sources: list[Source], vectors: list[Matrix], keep: int
+) -> list[Source]:
+    """`sources` with `evidence` set to their chosen sentences; those with none dropped."""
+    best = ranked(question, query, sources, vectors)[:keep]
     kept: dict[int, set[int]] = {}
     for _, i, j in best:
         last = len(sentences(sources[i].text)) - 1
@@ -62,6 +68,13 @@ def choose(
         for i, source in enumerate(sources)
         if i in kept
     ]
+
+
+def best_sentences(
+    ranking: list[tuple[float, int, int]], sources: list[Source]
+) -> list[tuple[int, str]]:
+    """(source number, sentence) in the ranking's order, for a quote."""
+    return [(sources[i].number, sentences(sources[i].text)[j]) for _, i, j in ranking]
 
 
 def _join(parts: list[str], keep: set[int]) -> str:

@@ -23,7 +23,8 @@ router = APIRouter(prefix="/v1", tags=["answers"], responses=ERROR_RESPONSES)
 async def ask_collection(
     collection: Collection, body: AskRequest, services: ServicesDep, tenant: TenantDep
 ) -> AskResponse | EventSourceResponse:
-    """JSON: answer, citations, usage, timings. SSE (`stream: true`): `token` events, one
+    """JSON: answer, citations, grounding, usage, timings. SSE (`stream: true`): `token`
+    events, `grounding`, on an auto fallback `answer` (the quote that replaces the tokens), one
     `citations` event, `done`; an error after the stream began is an `error` event."""
     q = Question(
         tenant,
@@ -33,6 +34,7 @@ async def ask_collection(
         dict(body.filters),
         [{"role": t.role, "content": t.content} for t in body.history if t.content.strip()],
         body.mode,
+        answer_mode=body.answer_mode,
     )
     await check_question(services, q)
     if body.stream:

@@ -1,5 +1,10 @@
 """OpenAI-compatible chat completions over a collection (`model` = collection) and the model
-list. Citations travel in the extension field `citations` (final chunk when streaming)."""
+list. Citations and grounding travel in extension fields (`citations`, `grounding`,
+`supported`, `answer_mode`, `generated`; on the final chunk when streaming).
+
+Streamed tokens cannot be taken back: when auto mode finds no sentence of the streamed answer
+supported, the stream goes on with FALLBACK_NOTE and the quote, and the final chunk says
+`answer_mode: "quote"`. Not streamed, `content` is the quote alone."""
 
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import collections_key
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=ERROR_RESPONSES)
+FALLBACK_NOTE = "\n\n(Not supported by the sources. What they say:)\n"
+EXTENSIONS = ("grounding", "supported", "answer_mode", "generated")
 
 
 @router.get("/models")
@@ -48,6 +55,7 @@ async def create_chat_completion(
         dict(body.filters),
         history,
         body.mode,
+        answer_mode=body.answer_mode,
     )
     await check_question(services, q)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -56,11 +64,14 @@ async def create_chat_completion(
         return EventSourceResponse(_chunks(services, q, completion_id, usage), ping=15)
     done: dict[str, Any] = {}
     citations: list[dict[str, Any]] = []
+    grounded: dict[str, Any] = {}
     async for event in answer_events(services, q):
         if event["type"] == "done":
             done = event
         elif event["type"] == "citations":
             citations = event["citations"]
+        elif event["type"] == "grounding":
+            grounded = event
     return {
         **_envelope(completion_id, body.model, "chat.completion"),
         "choices": [
@@ -72,7 +83,12 @@ async def create_chat_completion(
         ],
         "usage": _usage(done),
         "citations": citations,
+        **_extensions(grounded, done),
     }
+
+
+def _extensions(grounded: dict[str, Any], done: dict[str, Any]) -> dict[str, Any]:
+    return {k: grounded.get(k, done.get(k)) for k in EXTENSIONS}
 
 
 def _split(messages: list[ChatMessage]) -> tuple[str, list[Message]]:
@@ -98,15 +114,21 @@ async def _chunks(
 
     yield chunk({"role": "assistant", "content": ""})
     citations: list[dict[str, Any]] = []
+    grounded: dict[str, Any] = {}
     try:
         async with aclosing(answer_events(services, q)) as events:
             async for event in events:
                 if event["type"] == "token":
                     yield chunk({"content": event["text"]})
+                elif event["type"] == "answer":  # auto fallback: the quote follows the tokens
+                    yield chunk({"content": FALLBACK_NOTE + event["answer"]})
+                elif event["type"] == "grounding":
+                    grounded = event
                 elif event["type"] == "citations":
                     citations = event["citations"]
                 elif event["type"] == "done":
-                    yield chunk({}, "stop", citations=citations)
+                    extra = _extensions(grounded, event)
+                    yield chunk({}, "stop", citations=citations, **extra)
                     if include_usage:
                         yield {"data": json.dumps({**head, "choices": [], "usage": _usage(event)})}
     except TritonRagError as exc:
