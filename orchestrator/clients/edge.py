@@ -41,6 +41,7 @@ from orchestrator.clients.vectors import (
 
 log = logging.getLogger("tritonrag.edge")
 Op = Callable[[Any, bool], None]  # a write, applied to a shard with or without sparse vectors
+BUILDING = ".sparse"  # beside a re-index child's copy: the shard it writes
 FUSION_K = 60  # reciprocal rank fusion's k: the usual value; ranks 1 and 10 weigh 1.15 : 1
 
 
@@ -160,22 +161,27 @@ class EdgeVectors:
         with entry.lock:
             if entry.rebuild is not rebuild:  # dropped or closed meanwhile
                 return
-            entry.rebuild = None
-            if code != 0:
-                log.warning("indexing %s failed (exit %d); will retry later", collection, code)
-                shutil.rmtree(rebuild.path, ignore_errors=True)
-                return
-            live, old = self._root / collection, self._root / ".old" / collection
-            old.parent.mkdir(exist_ok=True)
-            entry.shard.close()
-            live.rename(old)
-            rebuild.path.rename(live)
-            entry.shard, entry.sparse = qe.EdgeShard.load(str(live)), rebuild.sparse
-            for op in rebuild.replay:
-                op(entry.shard, entry.sparse)
-            shutil.rmtree(old, ignore_errors=True)
-            log.info("indexed %s; replayed %d writes", collection, len(rebuild.replay))
+            try:
+                if code != 0:
+                    log.warning("indexing %s failed (exit %d); will retry later", collection, code)
+                    _remove(rebuild.path)
+                    return
+                self._put_live(collection, entry, rebuild)
+            finally:  # only now: `indexing` false means the new shard answers
+                entry.rebuild = None
         _release_freed_memory()
+
+    def _put_live(self, collection: str, entry: _Collection, rebuild: _Rebuild) -> None:
+        live, old = self._root / collection, self._root / ".old" / collection
+        old.parent.mkdir(exist_ok=True)
+        entry.shard.close()
+        live.rename(old)
+        rebuild.path.rename(live)
+        entry.shard, entry.sparse = qe.EdgeShard.load(str(live)), rebuild.sparse
+        for op in rebuild.replay:
+            op(entry.shard, entry.sparse)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("indexed %s; replayed %d writes", collection, len(rebuild.replay))
 
     def _write(self, entry: _Collection, op: Op) -> None:
         with entry.lock:
@@ -400,8 +406,14 @@ def _stop(entry: _Collection) -> None:
     if entry.rebuild is not None:
         entry.rebuild.process.kill()
         entry.rebuild.process.wait()
-        shutil.rmtree(entry.rebuild.path, ignore_errors=True)
+        _remove(entry.rebuild.path)
         entry.rebuild = None
+
+
+def _remove(copy: Path) -> None:
+    """A build's copy, and the shard a re-index child was writing beside it."""
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.rmtree(f"{copy}{BUILDING}", ignore_errors=True)
 
 
 def _match(key: str, value: str) -> Any:
@@ -419,7 +431,7 @@ def _add_sparse(path: str, quantization: str, threshold: int) -> None:
     """Rewrite the shard at `path` with BM25 vectors from each point's text, then index it."""
     old = qe.EdgeShard.load(path)
     dim = int(json.loads(Path(path, "edge_config.json").read_text())["vectors"][""]["size"])
-    building = Path(path + ".sparse")
+    building = Path(path + BUILDING)
     shutil.rmtree(building, ignore_errors=True)
     new = _create(building, dim, quantization, threshold)
     offset = None

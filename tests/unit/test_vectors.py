@@ -270,3 +270,19 @@ def test_edge_reindex_adds_sparse_vectors_while_searches_answer(tmp_path: Path) 
     reopened = EdgeVectors(tmp_path)
     assert reopened.has_sparse("c")
     reopened.close()
+
+
+def test_dropping_a_collection_during_its_reindex_leaves_nothing(tmp_path: Path) -> None:
+    legacy = qe.EdgeShard.create(
+        str(tmp_path / "c"), qe.EdgeConfig(vectors=edge._vector_params(DIM, "none"))
+    )
+    legacy.update(
+        qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vector, p.payload) for p in _texts(50)])
+    )
+    legacy.close()
+    store = EdgeVectors(tmp_path)
+    assert store.reindex("c")
+    assert store.drop("c") and not store.indexing("c")
+    store.close()
+    leftovers = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_dir()]
+    assert all(p.name in (".next", ".old") for p in leftovers), leftovers
