@@ -236,6 +236,12 @@ class Settings(BaseSettings):
         2048, description="The LLM's context window: prompt plus answer, in its tokens."
     )
     llm_max_tokens: int = Field(256, description="Longest answer, in tokens.")
+    llm_repeat_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="llama.cpp's penalty on tokens the answer already used (1.0: off).",
+    )
     llm_temperature: float = Field(0.0, description="Sampling temperature (0 = greedy).")
     llm_first_token_timeout_s: float = Field(
         30.0, description="No first token by then: 504 (or an SSE `error` event)."

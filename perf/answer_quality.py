@@ -12,7 +12,10 @@ document, load time, generation tokens/s, resident memory, file size.
 
 ANSWER_MODELS=smollm2 limits the models; ANSWER_EVIDENCE=0,6 compares whole chunks (0) with
 the evidence sentences the API sends (pipeline/evidence.py; default: both, the setting's
-default second).
+default second); ANSWER_PENALTIES=1.0,1.1 compares llama.cpp repeat penalties (default: the
+setting's). Each row also says how many answer tokens came before the fact was stated, and how
+many answers ran to the token budget (ANSWER_MAX_TOKENS, default 256): what the budget is
+chosen by.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from perf.common import save_results
 
 MODULES = ["heapq", "calendar", "tempfile", "uuid", "zlib", "secrets", "difflib", "base64"]
 MODULES += ["textwrap", "shutil"]
-MAX_TOKENS = 128
+MAX_TOKENS = int(os.environ.get("ANSWER_MAX_TOKENS", "256"))
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,9 @@ def rss_mb() -> float:
     return 0.0
 
 
-def evaluate(name: str, settings: Settings, retriever: Retriever, keep: int = 0) -> dict[str, Any]:
+def evaluate(
+    name: str, settings: Settings, retriever: Retriever, keep: int = 0, penalty: float = 1.0
+) -> dict[str, Any]:
     from llama_cpp import Llama
 
     path = gguf_path(name, settings.export_dir)
@@ -204,7 +209,11 @@ def evaluate(name: str, settings: Settings, retriever: Retriever, keep: int = 0)
         start = time.perf_counter()
         first, pieces = 0.0, []
         stream: Any = llm.create_completion(
-            tokenizer.render(prompt.messages), max_tokens=MAX_TOKENS, temperature=0, stream=True
+            tokenizer.render(prompt.messages),
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            repeat_penalty=penalty,
+            stream=True,
         )
         for piece in stream:
             first = first or time.perf_counter()
@@ -214,6 +223,10 @@ def evaluate(name: str, settings: Settings, retriever: Retriever, keep: int = 0)
         decode_s += time.perf_counter() - first
         tokens += len(pieces) - 1  # the first token's time is in first_ms
         answer = "".join(pieces).strip()
+        fact_at = next(
+            (i for i in range(1, len(pieces) + 1) if _has_fact("".join(pieces[:i]), case.facts)),
+            None,
+        )
         found = generate.citations(answer, prompt.sources)
         cited = {c["document_id"] for c in found}
         rows.append(
@@ -221,17 +234,24 @@ def evaluate(name: str, settings: Settings, retriever: Retriever, keep: int = 0)
                 "question": case.question,
                 "answer": answer,
                 "retrieved": case.document in {s.document_id for s in prompt.sources},
-                "has_fact": any(f in answer.lower() for f in case.facts),
+                "has_fact": _has_fact(answer, case.facts),
+                "tokens": len(pieces),
+                "fact_at_token": fact_at,
                 "cites_document": case.document in cited,
                 "cites_anything": bool(cited),
                 "cites_by_marker": any(c["by"] == "marker" for c in found),
             }
         )
-        print(f"[{name}, evidence {keep}] {case.question} -> {answer[:100]!r}")
+        print(f"[{name}, evidence {keep}, penalty {penalty}] {case.question} -> {answer[:100]!r}")
     n = len(rows)
+    stated = sorted(r["fact_at_token"] for r in rows if r["fact_at_token"] is not None)
     return {
         "model": name,
         "evidence_sentences": keep,
+        "repeat_penalty": penalty,
+        "answer_tokens_p50": int(np.median([r["tokens"] for r in rows])),
+        "at_budget": sum(r["tokens"] >= MAX_TOKENS for r in rows),
+        "fact_at_token_max": stated[-1] if stated else None,
         "file": str(path),
         "file_mb": round(path.stat().st_size / 2**20, 1),
         "load_s": round(load_s, 3),
@@ -249,22 +269,30 @@ def evaluate(name: str, settings: Settings, retriever: Retriever, keep: int = 0)
     }
 
 
+def _has_fact(answer: str, facts: Any) -> bool:
+    return any(f in answer.lower() for f in facts)
+
+
 def report(results: list[dict[str, Any]]) -> str:
     best = max(results, key=lambda r: (r["fact_rate"], r["cites_right_document_rate"]))
     lines = [
         f"# Answer quality ({results[0]['questions']} questions over {len(MODULES)} documents; "
         f"greedy, at most {MAX_TOKENS} tokens; CPU threads: {os.cpu_count()})",
         "",
-        "| model | evidence sentences | answer has the fact | cites the right document | "
-        "... by an [n] marker | retrieval had it | load s | first token p50 ms | "
-        "decode tokens/s | RSS MB | file MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | evidence sentences | repeat penalty | answer has the fact | "
+        "cites the right document | ... by an [n] marker | retrieval had it | "
+        "answer tokens p50 | answers at the budget | fact stated by token (max) | load s | "
+        "first token p50 ms | decode tokens/s | RSS MB | file MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['model']} | {r.get('evidence_sentences') or 'whole chunks'} "
-            f"| {r['fact_rate']:.0%} | {r['cites_right_document_rate']:.0%} | "
-            f"{r['marker_rate']:.0%} | {r['retrieval_recall']:.0%} | {r['load_s']} | "
+            f"| {r['repeat_penalty']} | "
+            f"{r['fact_rate']:.0%} | {r['cites_right_document_rate']:.0%} | "
+            f"{r['marker_rate']:.0%} | {r['retrieval_recall']:.0%} | "
+            f"{r['answer_tokens_p50']} | {r['at_budget']} | {r['fact_at_token_max']} | "
+            f"{r['load_s']} | "
             f"{r['first_token_p50_ms']} | {r['decode_tokens_per_s']} | {r['rss_mb']} | "
             f"{r['file_mb']} |"
         )
@@ -290,7 +318,14 @@ def main() -> None:
     models = os.environ.get("ANSWER_MODELS", ",".join(MODELS)).split(",")
     default = f"0,{settings.answer_evidence_sentences}"
     keeps = [int(k) for k in os.environ.get("ANSWER_EVIDENCE", default).split(",")]
-    results = [evaluate(name, settings, retriever, keep) for name in models for keep in keeps]
+    penalty = str(settings.llm_repeat_penalty)
+    penalties = [float(p) for p in os.environ.get("ANSWER_PENALTIES", penalty).split(",")]
+    results = [
+        evaluate(name, settings, retriever, keep, p)
+        for name in models
+        for keep in keeps
+        for p in penalties
+    ]
     save_results("answer_quality", results, report(results))
 
 

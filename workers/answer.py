@@ -128,7 +128,8 @@ async def _relay(
     prompt_tokens: int | None = None
     cancelled = looped = False
     said = ""
-    stream = rt.llm.stream(messages, Sampling(s.llm_max_tokens, s.llm_temperature))
+    sampling = Sampling(s.llm_max_tokens, s.llm_temperature, repeat_penalty=s.llm_repeat_penalty)
+    stream = rt.llm.stream(messages, sampling)
     with tracer.start_as_current_span(f"llm {rt.llm.name}", kind=SpanKind.CLIENT) as span:
         try:
             async for delta in stream:

@@ -27,7 +27,7 @@ from llama_cpp import Llama
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from startup import model_args
 
-SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
+SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "repeat_penalty"}
 MAX_PROMPT_CHARS = 200_000
 
 

@@ -30,11 +30,14 @@ class Sampling:
     max_tokens: int
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
+    repeat_penalty: float = 1.0  # llama.cpp's; 1.0 is off
 
     def as_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
         if self.stop:
             values["stop"] = list(self.stop)
+        if self.repeat_penalty != 1.0:
+            values["repeat_penalty"] = self.repeat_penalty
         return values
 
 
@@ -120,6 +123,10 @@ class OpenAILLM:
                 max_tokens=sampling.max_tokens,
                 temperature=sampling.temperature,
                 stop=list(sampling.stop) or None,
+                # Not in OpenAI's API: vLLM's name for it, sent only when it is on.
+                extra_body={"repetition_penalty": sampling.repeat_penalty}
+                if sampling.repeat_penalty != 1.0
+                else None,
                 stream=True,
                 stream_options={"include_usage": True},
             )
