@@ -9,6 +9,9 @@ project ships or builds, and a run of `tritonrag eval` over it on a stack of its
 
     python -m perf.eval_set            # writes perf/results/eval_set.{json,md}
     python -m perf.eval_set --build D  # only the corpus and D/questions.jsonl
+    python -m perf.eval_set --answer-mode generate --answer-mode quote --answer-mode auto \
+        --save grounding               # one run per mode; + the grounding threshold sweep
+    --limit N asks every k-th question only (N of them, all three kinds kept).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.launcher import settings_env
+from orchestrator.pipeline.score import Case, grounding_summary, load_cases
 from orchestrator.settings import ROOT, Settings
 from perf.answer_quality import CASES, documents
 from perf.common import RESULTS, own_stack, save_results
@@ -270,15 +274,35 @@ def build(folder: Path) -> Path:
     return questions
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=Path, help="only write the corpus and questions here")
-    args = parser.parse_args()
+    parser.add_argument("--mode", action="append", default=[], help="retrieval mode (repeat)")
+    parser.add_argument("--answer-mode", action="append", default=[], help="answer mode (repeat)")
+    parser.add_argument("--limit", type=int, help="ask only this many questions, evenly spread")
+    parser.add_argument("--save", default="eval_set", help="name of the results files")
+    return parser.parse_args()
+
+
+def _limit(questions: Path, limit: int | None) -> Path:
+    """Every k-th question (so each kind stays in the sample) in a file of their own."""
+    lines = questions.read_text().splitlines(keepends=True)
+    if not limit or limit >= len(lines):
+        return questions
+    sample = questions.with_name("questions-sample.jsonl")
+    sample.write_text("".join(lines[i * len(lines) // limit] for i in range(limit)))
+    return sample
+
+
+def main() -> None:
+    args = _arguments()
     if args.build:
         print(build(args.build))
         return
     folder = RESULTS / "eval_set"
-    questions = build(folder)
+    questions = _limit(build(folder), args.limit)
+    options = [f"--mode={m}" for m in args.mode]
+    options += [f"--answer-mode={m}" for m in args.answer_mode]
     exe = str(Path(sys.executable).parent / "tritonrag")
     with own_stack() as settings:
         env = settings_env(settings)  # os.environ with the stack's settings
@@ -286,16 +310,73 @@ def main() -> None:
             [exe, "ingest", str(folder / "corpus"), "-c", COLLECTION], env=env, check=True
         )
         subprocess.run(
-            [exe, "eval", str(questions), "-c", COLLECTION, "--out", str(folder)],
+            [exe, "eval", str(questions), "-c", COLLECTION, "--out", str(folder), *options],
             env=env,
             check=False,
         )
     record = json.loads((folder / f"eval-{COLLECTION}.json").read_text())
     markdown = (folder / f"eval-{COLLECTION}.md").read_text()
-    save_results("eval_set", record, markdown)
+    if args.answer_mode:
+        record["sweep"] = sweep(record["runs"], questions)
+        markdown += sweep_markdown(record["sweep"])
+    save_results(args.save, record, markdown)
     shutil.rmtree(folder / "corpus")  # built again from the sources; questions.jsonl stays
     for produced in folder.glob(f"eval-{COLLECTION}.*"):
         produced.unlink()
+    if questions.name != "questions.jsonl":
+        questions.unlink()
+
+
+COSINES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+OVERLAPS = (0.3, 0.5, 0.7)
+
+
+def sweep(runs: list[dict[str, Any]], questions: Path) -> list[dict[str, Any]]:
+    """The grounding summary of the generated answers at other thresholds. Each sentence's
+    best-match cosine, overlap and missing terms are in the rows, and which source sentence
+    is best does not depend on the thresholds, so `supported` is recomputed exactly."""
+    checked = [r for r in runs if r["answer_mode"] != "quote"]
+    if not checked:
+        return []
+    patterns = {c.id: c for c in load_cases(questions)}
+    rows = [r for r in checked[0]["rows"] if r.get("grounding") is not None and r["id"] in patterns]
+    out = []
+    for cosine in COSINES:
+        for overlap in OVERLAPS:
+            graded = [_regrade(r, patterns[r["id"]], cosine, overlap) for r in rows]
+            out.append({"cosine": cosine, "overlap": overlap} | grounding_summary(graded))
+    return out
+
+
+def _regrade(row: dict[str, Any], case: Case, cosine: float, overlap: float) -> dict[str, Any]:
+    held = [
+        g["text"]
+        for g in row["grounding"]
+        if not g["missing"] and g["score"] >= cosine and g["overlap"] >= overlap
+    ]
+    return row | {
+        "sentences_supported": len(held),
+        "supported_with_fact": sum(bool(case.fact(t)) for t in held),
+    }
+
+
+def sweep_markdown(rows: list[dict[str, Any]]) -> str:
+    head = ["supported", "precision", "fact_all_supported", "fact_none_supported"]
+    lines = [
+        "",
+        "## Grounding thresholds (generated answers, recomputed per threshold)",
+        "",
+        "| cosine | overlap | " + " | ".join(head) + " | all supported | none supported |",
+        "|---" * (len(head) + 4) + "|",
+    ]
+    for r in rows:
+        cells = ["-" if r[h] is None else f"{r[h]:.0%}" for h in head]
+        lines.append(
+            f"| {r['cosine']} | {r['overlap']} | "
+            + " | ".join(cells)
+            + f" | {r['all_supported']} | {r['none_supported']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

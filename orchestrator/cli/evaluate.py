@@ -17,42 +17,78 @@ from orchestrator.cli.ask import events
 from orchestrator.pipeline import score
 
 SEARCH_K = max(score.KS)
+MODES = ("dense", "sparse", "hybrid")
+ANSWER_MODES = ("generate", "quote", "auto")
+
+
+def bad_modes(modes: list[str], answer_modes: list[str]) -> str | None:
+    """Why the modes asked for are refused, or None."""
+    for name, values, allowed in [
+        ("--mode", modes, MODES),
+        ("--answer-mode", answer_modes, ANSWER_MODES),
+    ]:
+        wrong = [v for v in values if v not in allowed]
+        if wrong:
+            return f"{name} {wrong[0]!r}: choose from {' | '.join(allowed)}"
+    return None
 
 
 def run(
-    base: str, api_key: str | None, collection: str, cases: list[score.Case], console: Console
+    base: str,
+    api_key: str | None,
+    collection: str,
+    cases: list[score.Case],
+    console: Console,
+    modes: list[str | None] | None = None,
+    answer_modes: list[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per case: its retrieval and answer scores, the answer and its latencies."""
+    """One run per retrieval mode x answer mode (None: the server's setting), each with one
+    row per case: its retrieval and answer scores, the answer and its latencies."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    rows = []
+    combos = [(m, a) for m in modes or [None] for a in answer_modes or [None]]
+    runs: list[dict[str, Any]] = [{"mode": m, "answer_mode": a, "rows": []} for m, a in combos]
     with (
         httpx.Client(base_url=base, headers=headers, timeout=300) as http,
         Progress(console=console, transient=True) as progress,
     ):
-        task = progress.add_task(f"asking {collection}", total=len(cases))
+        task = progress.add_task(f"asking {collection}", total=len(cases) * len(combos))
         for case in cases:
-            row: dict[str, Any] = {"id": case.id, "question": case.question}
-            row |= score.retrieval(case, _ranked(http, collection, case.question))
-            row |= _ask(http, collection, case)
-            rows.append(row)
-            progress.advance(task)
-    return rows
+            ranked: dict[str | None, list[str]] = {}
+            for run_ in runs:
+                mode = run_["mode"]
+                if mode not in ranked:  # one search per retrieval mode
+                    ranked[mode] = _ranked(http, collection, case.question, mode)
+                row: dict[str, Any] = {"id": case.id, "question": case.question}
+                row |= score.retrieval(case, ranked[mode])
+                row |= _ask(http, collection, case, _options(mode, run_["answer_mode"]))
+                run_["rows"].append(row)
+                progress.advance(task)
+    return runs
 
 
-def _ranked(http: httpx.Client, collection: str, question: str) -> list[str]:
+def _options(mode: str | None, answer_mode: str | None) -> dict[str, str]:
+    options = {"mode": mode, "answer_mode": answer_mode}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _ranked(http: httpx.Client, collection: str, question: str, mode: str | None) -> list[str]:
     """Documents in the order their best chunk ranks."""
-    body = {"query": question, "top_k": SEARCH_K}
+    body: dict[str, Any] = {"query": question, "top_k": SEARCH_K} | _options(mode, None)
     response = http.post(f"/v1/collections/{collection}/search", json=body)
     response.raise_for_status()
     return list(dict.fromkeys(h["document_id"] for h in response.json()["data"]))
 
 
-def _ask(http: httpx.Client, collection: str, case: score.Case) -> dict[str, Any]:
+def _ask(
+    http: httpx.Client, collection: str, case: score.Case, options: dict[str, str]
+) -> dict[str, Any]:
     start = time.perf_counter()
     first: float | None = None
     text: list[str] = []
     cited: list[str] = []
-    body = {"question": case.question, "stream": True}
+    done: dict[str, Any] = {}
+    checked: list[dict[str, Any]] | None = None
+    body = {"question": case.question, "stream": True} | options
     with http.stream("POST", f"/v1/collections/{collection}/ask", json=body) as response:
         if response.status_code != 200:
             response.read()
@@ -61,32 +97,46 @@ def _ask(http: httpx.Client, collection: str, case: score.Case) -> dict[str, Any
             if kind == "token":
                 first = first or time.perf_counter()
                 text.append(data["text"])
+            elif kind == "grounding":
+                checked = data["grounding"]
             elif kind == "citations":
                 cited = [c["document_id"] for c in data["citations"]]
+            elif kind == "done":
+                done = data
             elif kind == "error":
                 return {"error": f"{data['type']}: {data['message']}"}
-    answer = "".join(text).strip()
-    return score.answer(case, answer, cited) | {
+    answer = done.get("answer") or "".join(text).strip()  # an auto fallback replaced the tokens
+    generated = done.get("generated")
+    return score.answer(
+        case, answer, cited, checked if done.get("covered") else None, generated
+    ) | {
         "answer": answer,
+        "answered_by": done.get("answer_mode"),
+        "generated": generated,
+        "grounding": checked,
         "first_token_ms": round(1000 * ((first or time.perf_counter()) - start), 1),
         "total_ms": round(1000 * (time.perf_counter() - start), 1),
     }
 
 
 def report(
-    console: Console, collection: str, rows: list[dict[str, Any]], out: Path
-) -> dict[str, Any]:
-    """Print the summary, write eval-<collection>.json and .md into `out`; the summary."""
-    summary = score.summarize(rows)
-    summary["errors"] = sum("error" in r for r in rows)
-    table = Table(*summary, title=f"eval of {collection}")
-    table.add_row(*(str(v) for v in summary.values()))
+    console: Console, collection: str, runs: list[dict[str, Any]], out: Path
+) -> list[dict[str, Any]]:
+    """Print a summary row per run, write eval-<collection>.json and .md into `out`; the runs
+    with their summaries."""
+    for run_ in runs:
+        run_["summary"] = score.summarize(run_["rows"])
+        run_["summary"]["errors"] = sum("error" in r for r in run_["rows"])
+    shown = ["questions", *score.HEADLINE, "first_token_ms_p50", "total_ms_p50", "errors"]
+    table = Table("mode / answer mode", *shown, title=f"eval of {collection}")
+    for run_ in runs:
+        table.add_row(score.label(run_), *(str(run_["summary"][k]) for k in shown))
     console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"eval-{collection}"
-    record = {"collection": collection, "summary": summary, "rows": rows}
+    record = {"collection": collection, "runs": runs}
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    title = f"Eval of {collection} ({len(rows)} questions)"
-    stem.with_suffix(".md").write_text(score.markdown(summary, rows, title))
+    title = f"Eval of {collection} ({len(runs[0]['rows'])} questions)"
+    stem.with_suffix(".md").write_text(score.markdown(runs, title))
     console.print(f"wrote {stem}.json and {stem}.md")
-    return summary
+    return runs

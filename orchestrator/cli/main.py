@@ -301,11 +301,18 @@ def evaluate(
     questions: Annotated[Path, typer.Argument(help="JSONL: question, document, answer (regex)")],
     collection: Annotated[str, typer.Option("--collection", "-c")] = "docs",
     out: Annotated[Path, typer.Option(help="folder for eval-<collection>.json and .md")] = Path(),
+    mode: Annotated[
+        list[str] | None, typer.Option(help="dense | sparse | hybrid (repeat for several)")
+    ] = None,
+    answer_mode: Annotated[
+        list[str] | None, typer.Option(help="generate | quote | auto (repeat for several)")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
 ) -> None:
     """Ask every question of an eval file through the API; score retrieval (hit@k, MRR) and
-    answers (fact in the answer, right document cited, first-token and total latency)."""
+    answers (fact in the answer, right document cited, supported sentences, first-token and
+    total latency), one run per retrieval mode x answer mode (default: the server's)."""
     from orchestrator.cli import evaluate as run_eval
     from orchestrator.errors import TritonRagError
     from orchestrator.pipeline.score import load_cases
@@ -317,7 +324,11 @@ def evaluate(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     base = url or f"http://{settings.host}:{settings.port}"
-    rows = run_eval.run(base, api_key, collection, cases, console)
-    summary = run_eval.report(console, collection, rows, out)
-    if summary["errors"]:
+    if problem := run_eval.bad_modes(mode or [], answer_mode or []):
+        console.print(f"[red]{problem}[/red]")
+        raise typer.Exit(2)
+    modes: list[str | None] = [*mode] if mode else [None]
+    answer_modes: list[str | None] = [*answer_mode] if answer_mode else [None]
+    runs = run_eval.run(base, api_key, collection, cases, console, modes, answer_modes)
+    if any(r["summary"]["errors"] for r in run_eval.report(console, collection, runs, out)):
         raise typer.Exit(1)

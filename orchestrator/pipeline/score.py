@@ -1,6 +1,7 @@
 """Scoring an evaluation run: retrieval hit@k and MRR, fact in the answer, the right document
-cited, latencies. Pure functions over what the API returned, so `tritonrag eval`, perf/ and
-tests score the same way.
+cited, the answer's supported sentences and how far "supported" can be trusted, latencies.
+Pure functions over what the API returned, so `tritonrag eval`, perf/ and tests score the
+same way.
 
 An eval file is JSON lines, one question each: `question`, `document` (the id of the document
 the answer is in, or a list of the ids that hold it) and, optionally, `answer` (a regular
@@ -73,11 +74,29 @@ def retrieval(case: Case, ranked_documents: list[str]) -> dict[str, Any]:
     return row
 
 
-def answer(case: Case, text: str, cited_documents: list[str]) -> dict[str, Any]:
-    return {
+def answer(
+    case: Case,
+    text: str,
+    cited_documents: list[str],
+    grounding: list[dict[str, Any]] | None = None,
+    generated: str | None = None,
+) -> dict[str, Any]:
+    """The answer's scores; with the API's grounding report (of `generated`, the text an auto
+    fallback replaced, else of `text`) also its sentences supported and whether those hold
+    the fact."""
+    row: dict[str, Any] = {
         "fact": case.fact(text),
         "cites_document": any(d in cited_documents for d in case.documents),
         "cites_anything": bool(cited_documents),
+    }
+    if grounding is None:
+        return row
+    supported = [g["text"] for g in grounding if g["supported"]]
+    return row | {
+        "sentences": len(grounding),
+        "sentences_supported": len(supported),
+        "supported_with_fact": sum(bool(case.fact(t)) for t in supported) if case.answer else None,
+        "checked_fact": case.fact(text if generated is None else generated),
     }
 
 
@@ -90,6 +109,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         summary["mrr" if name == "rr" else name] = (
             round(statistics.fmean(values), 3) if values else None
         )
+    summary |= grounding_summary(rows)
     for name in ("first_token_ms", "total_ms"):
         values = sorted(float(r[name]) for r in rows if r.get(name) is not None)
         summary[f"{name}_p50"] = round(statistics.median(values), 1) if values else None
@@ -97,31 +117,98 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def markdown(summary: dict[str, Any], rows: list[dict[str, Any]], title: str) -> str:
-    def rate(value: Any) -> str:
-        return "-" if value is None else f"{value:.0%}" if value <= 1 else str(value)
+def grounding_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`supported`: the share of all answer sentences supported; `precision`: the share of
+    supported sentences that state the expected fact; the fact in the checked text when all
+    its sentences are supported against when none is."""
+    graded = [r for r in rows if r.get("sentences")]
+    sentences = sum(r["sentences"] for r in graded)
+    supported = sum(r["sentences_supported"] for r in graded)
+    with_fact = [r for r in graded if r.get("supported_with_fact") is not None]
+    held = sum(r["supported_with_fact"] for r in with_fact)
+    pool = sum(r["sentences_supported"] for r in with_fact)
 
-    head = ["hit@1", "hit@5", "hit@10", "mrr", "fact", "cites_document"]
+    def fact_when(test: Any) -> float | None:
+        facts = [float(r["checked_fact"]) for r in with_fact if test(r)]
+        return round(statistics.fmean(facts), 3) if facts else None
+
+    return {
+        "supported": round(supported / sentences, 3) if sentences else None,
+        "precision": round(held / pool, 3) if pool else None,
+        "fact_all_supported": fact_when(lambda r: r["sentences_supported"] == r["sentences"]),
+        "fact_none_supported": fact_when(lambda r: r["sentences_supported"] == 0),
+        "all_supported": len([r for r in graded if r["sentences_supported"] == r["sentences"]]),
+        "none_supported": len([r for r in graded if r["sentences_supported"] == 0]),
+    }
+
+
+HEADLINE = [
+    "hit@1",
+    "hit@5",
+    "mrr",
+    "fact",
+    "cites_document",
+    "supported",
+    "precision",
+    "fact_all_supported",
+    "fact_none_supported",
+]
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:.0%}" if value <= 1 else str(value)
+
+
+def label(run: dict[str, Any]) -> str:
+    """`retrieval mode / answer mode` of a run; "default" where the server's setting ruled."""
+    return f"{run.get('mode') or 'default'} / {run.get('answer_mode') or 'default'}"
+
+
+def markdown(runs: list[dict[str, Any]], title: str) -> str:
+    """One summary row per run (`mode`, `answer_mode`, `summary`, `rows`), then each run's
+    rows, one per question."""
     lines = [
         f"# {title}",
         "",
-        "| questions | " + " | ".join(head) + " | first token p50 / p90 ms | total p50 ms |",
-        "|---" * (len(head) + 3) + "|",
-        f"| {summary['questions']} | "
-        + " | ".join(
-            f"{summary[h]:.3f}" if h == "mrr" and summary[h] is not None else rate(summary[h])
-            for h in head
-        )
-        + f" | {summary['first_token_ms_p50']} / {summary['first_token_ms_p90']}"
-        + f" | {summary['total_ms_p50']} |",
-        "",
-        "| id | question | rank | fact | cites it | answer |",
-        "|---|---|---|---|---|---|",
+        "| mode / answer mode | questions | "
+        + " | ".join(HEADLINE)
+        + " | first token p50 / p90 ms | total p50 ms |",
+        "|---" * (len(HEADLINE) + 4) + "|",
     ]
-    for r in rows:
+    for run in runs:
+        summary = run["summary"]
+        cells = [
+            f"{summary[h]:.3f}" if h == "mrr" and summary[h] is not None else _rate(summary[h])
+            for h in HEADLINE
+        ]
+        lines.append(
+            f"| {label(run)} | {summary['questions']} | "
+            + " | ".join(cells)
+            + f" | {summary['first_token_ms_p50']} / {summary['first_token_ms_p90']}"
+            + f" | {summary['total_ms_p50']} |"
+        )
+    for run in runs:
+        lines += _rows(run)
+    return "\n".join(lines) + "\n"
+
+
+def _rows(run: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## {label(run)}",
+        "",
+        "| id | question | rank | fact | cites it | supported | by | answer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in run["rows"]:
         rank = round(1 / r["rr"]) if r.get("rr") else "-"
         text = " ".join(str(r.get("answer", "")).split())[:120].replace("|", "\\|")
         fact = {True: "yes", False: "no", None: "-"}[r.get("fact")]
         cited = "yes" if r.get("cites_document") else "no"
-        lines.append(f"| {r['id']} | {r['question']} | {rank} | {fact} | {cited} | {text} |")
-    return "\n".join(lines) + "\n"
+        held = f"{r['sentences_supported']}/{r['sentences']}" if "sentences" in r else "-"
+        by = r.get("answered_by") or "-"
+        question = r["question"].replace("|", "\\|")
+        lines.append(
+            f"| {r['id']} | {question} | {rank} | {fact} | {cited} | {held} | {by} | {text} |"
+        )
+    return lines

@@ -88,5 +88,37 @@ def test_summary_rates_skip_what_a_row_does_not_have() -> None:
     assert summary["questions"] == 2 and summary["hit@1"] == 0.5 and summary["hit@5"] == 1.0
     assert summary["mrr"] == 0.625 and summary["fact"] == 1.0  # one row has a pattern
     assert summary["first_token_ms_p50"] == 200.0 and summary["total_ms_p50"] == 1000.0
-    table = score.markdown(summary, rows, "Eval")
-    assert "| 1 | a | 1 | yes | yes | x |" in table and "| 2 | b | 4 | - | no | y |" in table
+    runs = [{"mode": "hybrid", "answer_mode": None, "summary": summary, "rows": rows}]
+    table = score.markdown(runs, "Eval")
+    assert "| hybrid / default | 2 | 50% | 100% | 0.625 |" in table
+    assert "| 1 | a | 1 | yes | yes | - | - | x |" in table
+    assert "| 2 | b | 4 | - | no | - | - | y |" in table
+
+
+def _checked(*sentences: tuple[str, bool]) -> list[dict[str, object]]:
+    return [{"text": text, "supported": ok} for text, ok in sentences]
+
+
+def test_grounding_is_scored_per_sentence_and_against_the_fact() -> None:
+    good = score.answer(CASE, "Every 90 days [1].", [], _checked(("Every 90 days [1].", True)))
+    assert (good["sentences"], good["sentences_supported"], good["supported_with_fact"]) == (
+        1,
+        1,
+        1,
+    )
+    wrong = score.answer(
+        CASE,
+        "They are kept for 90 days. [1]",  # the quote an auto fallback gave
+        [],
+        _checked(("Keys rotate every 30 days.", False), ("Rotation matters.", True)),
+        generated="Keys rotate every 30 days. Rotation matters.",
+    )
+    assert wrong["fact"] is True and wrong["checked_fact"] is False  # the quote has it
+    assert wrong["supported_with_fact"] == 0
+    none = score.answer(CASE, "No idea.", [], _checked(("No idea.", False)))
+    summary = score.grounding_summary([good, wrong, none])
+    assert summary["supported"] == 0.5  # 2 of the 4 sentences
+    assert summary["precision"] == 0.5  # 1 of the 2 supported sentences states the fact
+    assert summary["fact_all_supported"] == 1.0 and summary["fact_none_supported"] == 0.0
+    assert (summary["all_supported"], summary["none_supported"]) == (1, 1)
+    assert score.grounding_summary([score.answer(CASE, "x", [])])["supported"] is None
