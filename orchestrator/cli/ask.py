@@ -1,4 +1,6 @@
-"""`tritonrag ask`: read the /ask event stream, print tokens as they come, then the sources."""
+"""`tritonrag ask`: read the /ask event stream, print tokens as they come, then how many of
+the answer's sentences the sources support (and the quote that replaces an answer none of whose
+sentences is supported), then the sources."""
 
 from __future__ import annotations
 
@@ -32,8 +34,12 @@ def ask_stream(
         for kind, data in events(response):
             if kind == "token":
                 console.print(data["text"], end="", highlight=False, soft_wrap=True)
+            elif kind == "grounding":
+                _grounding(console, data["grounding"])
+            elif kind == "answer":  # auto mode: nothing above is supported
+                console.print("[yellow]Not supported by the sources. What they say:[/yellow]")
+                console.print(data["answer"], highlight=False, soft_wrap=True)
             elif kind == "citations":
-                console.print()
                 _sources(console, data["citations"] or data["sources"], bool(data["citations"]))
             elif kind == "done" and not data["covered"]:
                 console.print("[yellow](no passage in the collection was relevant)[/yellow]")
@@ -54,6 +60,19 @@ def events(response: httpx.Response) -> Any:
         elif not line and lines:
             yield kind, json.loads("\n".join(lines))
             kind, lines = "message", []
+
+
+def _grounding(console: Console, checked: list[dict[str, Any]]) -> None:
+    console.print()
+    if not checked:
+        return
+    held = sum(c["supported"] for c in checked)
+    colour = "green" if held == len(checked) else "yellow" if held else "red"
+    console.print(f"[{colour}]{held} of {len(checked)} sentences supported by the sources[/]")
+    for c in checked:
+        if not c["supported"]:
+            missing = f" (not in the sources: {', '.join(c['missing'])})" if c["missing"] else ""
+            console.print(f"  [red]unsupported:[/red] {c['text']}{missing}", highlight=False)
 
 
 def _sources(console: Console, rows: list[dict[str, Any]], cited: bool) -> None:

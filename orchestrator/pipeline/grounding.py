@@ -79,7 +79,7 @@ def _has(text: str, term: str) -> bool:
 
 
 def _passes(cosine: float, share: float, missing: list[str]) -> bool:
-    return not missing and cosine >= SUPPORT_COSINE and share >= SUPPORT_OVERLAP
+    return bool(not missing and float(cosine) >= SUPPORT_COSINE and share >= SUPPORT_OVERLAP)
 
 
 def check(

@@ -2,7 +2,8 @@
 
 Through the official `openai` client (streaming and not), raw SSE, Triton's own generate
 endpoints and the CLI; citations point at stored chunks; the no-sources answer; the answer
-cache and its invalidation; cancellation when the client goes away; LLM down -> 503."""
+cache and its invalidation; cancellation when the client goes away; LLM down -> 503; grounding
+and answer modes quote and auto."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ DOCS = {
     "until 2 pm on weekdays.</p></body></html>",
 }
 KEYS_QUESTION = "How often are API keys rotated?"
+MODES = ["--answer-mode", "quote", "--answer-mode", "generate"]  # of tritonrag eval
 
 
 def _ingest(api: httpx.Client, collection: str) -> None:
@@ -110,10 +112,12 @@ def test_raw_sse_streams_tokens_then_citations_then_done(api: httpx.Client, hand
         events = list(_sse(response))
     kinds = [k for k, _ in events]
     assert kinds[0] == "token" and kinds[-2:] == ["citations", "done"]
-    assert set(kinds[:-2]) == {"token"} and len(kinds) > 3  # streamed in pieces
+    tokens = kinds.index("grounding")  # then, on an auto fallback, the quote: `answer`
+    assert set(kinds[:tokens]) == {"token"} and tokens > 2  # streamed in pieces
+    assert kinds[tokens + 1 : -2] in ([], ["answer"])
     text = "".join(json.loads(d)["text"] for k, d in events if k == "token")
     done = json.loads(events[-1][1])
-    assert done["answer"] == text.strip()
+    assert (done["generated"] or done["answer"]) == text.strip()
     sources = json.loads(events[-2][1])["sources"]
     assert sources[0]["document_id"] == "backups.txt"
 
@@ -321,7 +325,7 @@ def test_cli_eval_scores_retrieval_and_answers_and_writes_its_report(
     questions.write_text("".join(json.dumps(c) + "\n" for c in cases))
     exe = Path(sys.executable).parent / "tritonrag"
     result = subprocess.run(
-        [str(exe), "eval", str(questions), "-c", handbook, "--out", str(tmp_path)],
+        [str(exe), "eval", str(questions), "-c", handbook, "--out", str(tmp_path), *MODES],
         capture_output=True,
         text=True,
         timeout=300,
@@ -329,12 +333,18 @@ def test_cli_eval_scores_retrieval_and_answers_and_writes_its_report(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / f"eval-{handbook}.json").read_text())
-    summary, rows = report["summary"], report["rows"]
+    quoted, generated = report["runs"]
+    assert (quoted["answer_mode"], generated["answer_mode"]) == ("quote", "generate")
+    summary, rows = generated["summary"], generated["rows"]
     assert summary["questions"] == 2 and summary["errors"] == 0
     assert summary["hit@5"] == 1.0  # both documents retrieved
     assert [r["id"] for r in rows] == ["keys", "backups"] and rows[1]["fact"] is None
     assert all(0 < r["first_token_ms"] <= r["total_ms"] for r in rows)
-    assert "| keys |" in (tmp_path / f"eval-{handbook}.md").read_text()
+    assert {r["answered_by"] for r in rows} == {"generate"} and summary["supported"] is not None
+    assert quoted["summary"]["supported"] == 1.0  # a quote is its sources' own words
+    assert {r["answered_by"] for r in quoted["rows"]} == {"quote"}
+    table = (tmp_path / f"eval-{handbook}.md").read_text()
+    assert "| keys |" in table and "| default / quote | 2 |" in table
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "no document"}\n')
     refused = subprocess.run(
@@ -345,3 +355,69 @@ def test_cli_eval_scores_retrieval_and_answers_and_writes_its_report(
         env=embedded.settings_env(stack) | {"COLUMNS": "200"},
     )
     assert refused.returncode == 2 and "bad.jsonl:1" in refused.stdout
+    unknown = subprocess.run(
+        [str(exe), "eval", str(questions), "-c", handbook, "--answer-mode", "guess"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=embedded.settings_env(stack) | {"COLUMNS": "200"},
+    )
+    assert unknown.returncode == 2 and "'guess'" in unknown.stdout
+
+
+def test_grounding_quote_mode_answers_from_the_sources_without_the_llm(
+    stack: Settings, api: httpx.Client, handbook: str
+) -> None:
+    ask = f"/v1/collections/{handbook}/ask"
+    body = {"question": KEYS_QUESTION, "answer_mode": "quote"}
+    quote = api.post(ask, json=body).json()
+    assert quote["answer_mode"] == "quote" and quote["generated"] is None
+    assert quote["usage"]["completion_tokens"] == 0  # no LLM
+    assert "every 90 days" in quote["answer"]  # the sentence that states it, word for word
+    first = quote["citations"][0]
+    assert (first["document_id"], first["by"]) == ("keys.md", "marker")
+    assert f"[{first['number']}]" in quote["answer"]
+    assert quote["supported"] == 1.0 and all(g["supported"] for g in quote["grounding"])
+    again = api.post(ask, json=body).json()
+    assert again["cached"] is True and again["grounding"] == quote["grounding"]
+    refused = api.post(ask, json=body | {"answer_mode": "guess"})
+    assert refused.status_code == 422 and "answer_mode" in refused.text
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{stack.port}/v1", api_key="unused")
+    messages: Any = [{"role": "user", "content": KEYS_QUESTION}]
+    chat = client.chat.completions.create(
+        model=handbook, messages=messages, extra_body={"answer_mode": "quote"}
+    )
+    assert chat.choices[0].message.content == quote["answer"]
+    assert (chat.model_extra or {})["answer_mode"] == "quote"
+
+
+def test_grounding_auto_mode_keeps_a_supported_answer_and_quotes_for_an_unsupported_one(
+    api: httpx.Client, handbook: str
+) -> None:
+    ask = f"/v1/collections/{handbook}/ask"
+    question = "At what time do the backups of the vector store run?"
+    body = {"question": question, "answer_mode": "auto", "stream": True}
+    with api.stream("POST", ask, json=body) as response:
+        events = [(k, json.loads(d)) for k, d in _sse(response)]
+    tokens = "".join(d["text"] for k, d in events if k == "token").strip()
+    checked = next(d for k, d in events if k == "grounding")["grounding"]
+    done = events[-1][1]
+    given = {s["number"] for s in next(d for k, d in events if k == "citations")["sources"]}
+    assert checked and {n for g in checked for n in g["sources"]} <= given
+    assert all(not g["missing"] for g in checked if g["supported"])
+    generated = api.post(ask, json={"question": question, "answer_mode": "generate"}).json()
+    assert generated["answer"] == tokens  # greedy: the same text, checked the same way
+    assert generated["grounding"] == checked and generated["answer_mode"] == "generate"
+    if any(g["supported"] for g in checked):
+        assert (done["answer_mode"], done["answer"], done["generated"]) == (
+            "generate",
+            tokens,
+            None,
+        )
+        assert "answer" not in [k for k, _ in events]
+    else:  # nothing supported: the quote replaces it, the generated text stays
+        quote = api.post(ask, json={"question": question, "answer_mode": "quote"}).json()
+        assert (done["answer_mode"], done["generated"]) == ("quote", tokens)
+        assert done["answer"] == quote["answer"]
+        assert next(d for k, d in events if k == "answer")["answer"] == quote["answer"]

@@ -134,6 +134,14 @@ def test_upload_search_ask_and_delete(page: Page, api: httpx.Client) -> None:
     expect(citation).to_contain_text("harbour.txt", timeout=WAIT_MS)
     assert page.evaluate("window.updates") > 2
     assert page.locator("#answer").inner_text().strip()
+    # Grounding: every sentence marked supported or not, and a line that says how many (or,
+    # when auto fell back to a quote, that the generated answer is kept below it).
+    expect(page.locator("#answer .grounding-summary")).to_be_visible()
+    marked = page.locator("#answer-text .supported, #answer-text .unsupported")
+    fell_back = page.locator("#answer details.generated")
+    assert marked.count() > 0 or fell_back.count() == 1
+    if fell_back.count():
+        expect(page.locator("#answer-text")).to_contain_text("[")  # the quote cites its source
     citation.click()
     expect(page.locator("#chunk")).to_be_visible()
     expect(page.locator("#chunk-title")).to_contain_text("harbour.txt")

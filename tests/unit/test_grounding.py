@@ -6,6 +6,7 @@ word gives 0; the real model's behaviour is covered by the integration test."""
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import numpy as np
@@ -62,6 +63,8 @@ async def test_a_sentence_the_sources_do_not_state_is_unsupported() -> None:
     assert [c.supported for c in checked] == [True, False]
     assert checked[1].sources == [] and checked[1].score < grounding.SUPPORT_COSINE
     assert grounding.share(checked) == 0.5
+    sent = json.loads(json.dumps([c.as_dict() for c in checked]))  # plain JSON types
+    assert [c["supported"] for c in sent] == [True, False]
 
 
 async def test_a_number_the_best_source_sentence_lacks_makes_a_sentence_unsupported() -> None:

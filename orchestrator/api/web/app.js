@@ -368,7 +368,7 @@ $("ask-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   asking?.abort();
   asking = new AbortController();
-  const answer = el("p", { className: "streaming" });
+  const answer = el("p", { className: "streaming", id: "answer-text" });
   $("answer").replaceChildren(answer);
   $("citations").replaceChildren();
   $("sources-title").hidden = true;
@@ -376,20 +376,28 @@ $("ask-form").addEventListener("submit", async (event) => {
   const question = $("question").value;
   const history = state.conversation.slice(-HISTORY_TURNS);
   const body = JSON.stringify({ question, history, stream: true });
+  let grounding = null;
+  let final = null;
   try {
     await events(`${base()}/ask`, {
       method: "POST", body, headers: { "Content-Type": "application/json" },
     }, (name, data) => {
       if (name === "token") answer.textContent += data.text;
+      else if (name === "grounding") grounding = data;
+      else if (name === "answer") answer.textContent = data.answer; // auto fell back to a quote
       else if (name === "citations") showCitations(data);
-      else if (name === "done" && data.covered === false) {
-        answer.className = "uncovered";
-        answer.prepend(el("strong", { textContent: "Not in the documents: " }));
+      else if (name === "done") {
+        final = data;
+        if (data.covered === false) {
+          answer.className = "uncovered";
+          answer.prepend(el("strong", { textContent: "Not in the documents: " }));
+        }
       } else if (name === "error") throw new ApiError(data.code, data.message);
     }, asking.signal);
     answer.classList.remove("streaming");
+    if (final?.covered && grounding) showGrounding(answer, grounding, final);
     state.conversation.push({ role: "user", content: question },
-      { role: "assistant", content: answer.textContent });
+      { role: "assistant", content: final?.answer ?? answer.textContent });
     $("ask-reset").hidden = false;
   } catch (error) {
     if (error.name !== "AbortError") $("answer").append(el("p", { className: "error", role: "alert", textContent: error.message }));
@@ -404,6 +412,33 @@ $("ask-reset").addEventListener("click", () => {
   $("sources-title").hidden = true;
   say("New conversation: the next question stands alone.");
 });
+
+// Each sentence marked supported (with the sources that say it) or not; colour is never the
+// only cue: every sentence carries a text badge too.
+function sentences(grounding) {
+  return grounding.map((s) => el("span", {
+    className: s.supported ? "supported" : "unsupported",
+    title: s.supported ? `Supported by source ${s.sources.join(", ")}`
+      : s.missing.length ? `Not in the sources: ${s.missing.join(", ")}` : "Not supported by the sources",
+  }, s.text, el("small", { className: "badge", textContent: s.supported ? ` ✓ [${s.sources.join(", ")}]` : " ✗ unsupported" }), " "));
+}
+
+function showGrounding(answer, { grounding, supported }, final) {
+  const summary = (n) => `${n} of ${grounding.length} sentence${grounding.length === 1 ? "" : "s"} supported by the sources.`;
+  if (final.generated != null) { // auto fell back: the quote is the answer, the generated text stays visible
+    answer.replaceChildren(final.answer);
+    answer.after(el("p", { className: "grounding-summary fallback", role: "note",
+      textContent: "No sentence of the generated answer is supported by the sources: the best passage is quoted instead." }),
+    el("details", { className: "generated" }, el("summary", { textContent: "The generated answer (unsupported)" }),
+      el("p", {}, ...sentences(grounding))));
+    return;
+  }
+  if (!grounding.length) return;
+  answer.replaceChildren(...sentences(grounding));
+  const held = Math.round((supported ?? 0) * grounding.length);
+  answer.after(el("p", { className: "grounding-summary", textContent: final.answer_mode === "quote"
+    ? "Quoted from the sources." : summary(held) }));
+}
 
 function showCitations({ citations, sources }) {
   const cited = new Set(citations.map((c) => c.number));
