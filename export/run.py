@@ -1,4 +1,5 @@
-"""Export -> parity gate -> int8 variants -> publish into the model repository."""
+"""Export -> parity gate -> int8 variants and OpenVINO candidates -> publish into the model
+repository: `embed` serves the fastest candidate that passed the retrieval gate on this CPU."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import platform
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from model_repository.backend.encoder import Matrix, OnnxEncoder, Variant, pad
 from orchestrator.settings import Settings
 
 log = logging.getLogger("tritonrag.export")
-INT8_MIN_SPEEDUP = 1.15
+INT8_MIN_SPEEDUP = 1.15  # over fp32, for any candidate: fp32 is exact, timings are noisy
+BF16_MEAN_COSINE = 0.999  # bf16 keeps fp32's weights: it must stay practically fp32
 
 
 def cpu_isa() -> str:
@@ -28,7 +30,7 @@ def cpu_isa() -> str:
         flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
     except (OSError, IndexError):
         return platform.machine()
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"]
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
     return " ".join(f for f in wanted if f in flags) or platform.machine()
 
 
@@ -55,23 +57,69 @@ def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, A
     report: dict[str, Any] = {"source": str(source), "cpu_isa": cpu_isa()}
     fp32_dir, bench = _fp32(source, work, report)
     best_int8 = _int8(work, fp32_dir, bench, report)
-    # int8 is served as `embed` only when clearly faster: fp32 is exact, and timings are noisy.
-    int8_speed = report["int8"][best_int8]["texts_per_s"] if best_int8 else 0.0
-    best = "int8" if int8_speed > INT8_MIN_SPEEDUP * report["fp32"]["texts_per_s"] else "fp32"
+    dirs = {"fp32": fp32_dir} | _openvino(work, fp32_dir, bench, report)
+    if best_int8:
+        dirs["int8"] = work / f"int8-{best_int8}"
+    best = _choose(report, set(dirs))
     report["embed_serves"] = best
     _write_report(work, report)
 
     repo = settings.model_repository
-    dirs = {"fp32": fp32_dir, "int8": work / f"int8-{best_int8}" if best_int8 else None}
     repository.publish(fp32_dir, repo / "embed_fp32", report)
-    if dirs["int8"] is not None:
+    if best_int8:
         repository.publish(dirs["int8"], repo / "embed_int8", report)
     else:
         repository.unpublish(repo / "embed_int8")
-    chosen = dirs[best]
-    assert chosen is not None
-    repository.publish(chosen, repo / "embed", report)
+    repository.publish(dirs[best], repo / "embed", report)
     return report
+
+
+def _speed(report: dict[str, Any], name: str) -> float:
+    if name == "fp32":
+        return float(report["fp32"]["texts_per_s"])
+    if name == "int8":
+        return float(report["int8"][report["int8_published"]]["texts_per_s"])
+    return float(report["openvino"][name]["texts_per_s"])
+
+
+def _choose(report: dict[str, Any], passed: set[str]) -> str:
+    """The fastest candidate that passed, if it is clearly faster than fp32; else fp32."""
+    fastest = max(passed, key=lambda name: _speed(report, name))
+    clearly = _speed(report, fastest) > INT8_MIN_SPEEDUP * _speed(report, "fp32")
+    return fastest if clearly else "fp32"
+
+
+def _openvino(work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any]) -> dict[str, Path]:
+    """OpenVINO running the fp32 graph, at fp32 and, where this CPU computes in it (AVX512-BF16
+    or AMX), at bf16: judged by the same gate (bf16 held to a mean cosine of 0.999) and timed
+    the same way. Returns the folders of those that passed."""
+    n, d = len(bench.texts), len(bench.docs)
+    base = parity.target_ranks(bench.ref[n : n + d], bench.ref[n + d :], bench.targets)
+    bf16 = any(f in report["cpu_isa"].split() for f in ("avx512_bf16", "amx_bf16"))
+    meta = Variant.load(fp32_dir)
+    results: dict[str, Any] = {}
+    passed: dict[str, Path] = {}
+    for precision in ["f32", "bf16"] if bf16 else ["f32"]:
+        name = "openvino-" + ("fp32" if precision == "f32" else precision)
+        folder = work / name
+        folder.mkdir()
+        for file in ("model.onnx", "tokenizer.json"):
+            repository.link_or_copy(fp32_dir / file, folder / file)
+        replace(meta, variant=name, engine="openvino", precision=precision).save(folder)
+        result = bench.evaluate(folder, base)
+        result["failed"] = gate_failures(result)
+        cosine = result["parity"]["mean_cosine"]
+        if precision == "bf16" and cosine < BF16_MEAN_COSINE:
+            result["failed"].append(f"mean cosine {cosine:.5f} < {BF16_MEAN_COSINE}")
+        result["verdict"] = (
+            "failed: " + "; ".join(result["failed"]) if result["failed"] else "passed"
+        )
+        results[name] = result
+        if not result["failed"]:
+            passed[name] = folder
+        log.info("%s: %s", name, result)
+    report["openvino"] = results
+    return passed
 
 
 def _fp32(source: Path, work: Path, report: dict[str, Any]) -> tuple[Path, Bench]:

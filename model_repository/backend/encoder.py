@@ -1,9 +1,12 @@
-"""Tokenise + ONNX Runtime, the exact code Triton's python backend runs.
+"""Tokenise + ONNX Runtime or OpenVINO, the exact code Triton's python backend runs.
 
 Shared by the served model (export copies this file next to `model.py`), the parity gate
 and the raw in-process benchmark, so "raw vs served" compares the same work.
 Texts that are encoded together are regrouped by token length, so a short text is not padded
 to a long neighbour: padding is what separates served from raw throughput on real text.
+`variant.json` names the engine export chose on this CPU: ONNX Runtime (fp32, int8) or
+OpenVINO running the fp32 graph (at fp32, or bf16 where the CPU has it); both sit behind one
+`run(feeds)`, so grouping, threads and batching are the same whichever won.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import LifoQueue
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -34,6 +38,14 @@ class Variant:
     dim: int
     # Padded tokens one ONNX Runtime call may take, measured on this CPU by export/layout.py.
     max_group_tokens: int | None = None
+    engine: str = "onnxruntime"  # or "openvino"
+    precision: str | None = None  # OpenVINO's inference precision: "f32" or "bf16"
+
+    @property
+    def per_call_scales(self) -> bool:
+        """Dynamic int8: activations get one scale per call, so texts sharing a call would
+        change each other's vectors (by ~0.01 per dimension)."""
+        return self.engine == "onnxruntime" and self.variant == "int8"
 
     @classmethod
     def load(cls, folder: Path) -> Variant:
@@ -112,8 +124,64 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+class Session(Protocol):
+    input_names: list[str]
+
+    def run(self, feeds: dict[str, NDArray[np.int64]]) -> Matrix: ...
+
+
+class OrtSession:
+    def __init__(self, path: Path, threads: int) -> None:
+        self.session = ort.InferenceSession(
+            str(path), session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: dict[str, NDArray[np.int64]]) -> Matrix:
+        (out,) = self.session.run(["embedding"], feeds)
+        return np.asarray(out, dtype=np.float32)
+
+
+class OpenVinoSession:
+    """One infer request of a model compiled once per encoder: the weights are shared by
+    every parallel run. The compiled blob is cached next to the model, so a restart of Triton
+    skips compilation."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.request = compiled.create_infer_request()
+        self.input_names = [i.get_any_name() for i in compiled.inputs]
+
+    def run(self, feeds: dict[str, NDArray[np.int64]]) -> Matrix:
+        out = self.request.infer(feeds, share_inputs=True)  # releases the GIL while it runs
+        return np.asarray(out["embedding"], dtype=np.float32)
+
+
+def compile_openvino(path: Path, threads: int, precision: str) -> Any:
+    import openvino as ov  # only where OpenVINO won: ~180 MB of libraries stay unloaded
+
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(path.parent / "openvino_cache")})
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+    return core.compile_model(core.read_model(str(path)), "CPU", config)
+
+
+def open_sessions(folder: Path, meta: Variant, threads: int, count: int) -> list[Session]:
+    path = folder / meta.onnx_file
+    if meta.engine == "openvino":
+        compiled = compile_openvino(path, threads, meta.precision or "f32")
+        return [OpenVinoSession(compiled) for _ in range(count)]
+    # One session per parallel run: sessions shared across threads contend on their arena.
+    return [OrtSession(path, threads) for _ in range(count)]
+
+
 class OnnxEncoder:
-    """Texts in, L2-normalised float32 embeddings out (pooling is inside the graph)."""
+    """Texts in, L2-normalised float32 embeddings out (pooling is inside the graph), on the
+    engine `variant.json` names."""
 
     def __init__(
         self,
@@ -129,28 +197,18 @@ class OnnxEncoder:
         # Triton instance keeps every core busy whatever batch the dynamic batcher hands it.
         self.pool = ThreadPoolExecutor(parallel, "ort") if parallel > 1 else None
         self.max_waste = max_waste
-        # Dynamic int8 quantizes activations with one scale per ONNX Runtime call: texts sharing
-        # a call would change each other's vectors (by ~0.01 per dimension). One text per call.
-        self.max_group = 1 if self.meta.variant == "int8" else max_group
+        self.max_group = 1 if self.meta.per_call_scales else max_group
         self.parallel = parallel
         # Given, else what export measured on this CPU, else bounded by padding waste only.
         self.max_group_tokens = max_group_tokens or self.meta.max_group_tokens or 1 << 30
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.meta.max_seq_length)
-        # One session per parallel run: sessions shared across threads contend on their arena.
         # LIFO: when idle, the session that ran last (its memory still in cache) runs next.
-        self.sessions: LifoQueue[ort.InferenceSession] = LifoQueue()
-        for _ in range(parallel):
-            self.sessions.put(
-                ort.InferenceSession(
-                    str(folder / self.meta.onnx_file),
-                    session_options(threads),
-                    providers=["CPUExecutionProvider"],
-                )
-            )
-        inputs = self.sessions.queue[0].get_inputs()
-        self.needs_token_types = any(i.name == "token_type_ids" for i in inputs)
+        self.sessions: LifoQueue[Session] = LifoQueue()
+        for session in open_sessions(folder, self.meta, threads, parallel):
+            self.sessions.put(session)
+        self.needs_token_types = "token_type_ids" in self.sessions.queue[0].input_names
 
     def encode(self, texts: list[str]) -> tuple[Matrix, NDArray[np.int32]]:
         """Embeddings `[n, dim]` and token counts `[n]` (after truncation)."""
@@ -175,14 +233,13 @@ class OnnxEncoder:
         return result, np.asarray(lengths, dtype=np.int32)
 
     def run(self, encodings: list[Encoding]) -> Matrix:
-        """One ONNX Runtime call on texts padded to the longest of them."""
+        """One engine call on texts padded to the longest of them."""
         ids, mask = pad(encodings, self.meta.pad_token_id)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if self.needs_token_types:
             feeds["token_type_ids"] = np.zeros_like(ids)
         session = self.sessions.get()
         try:
-            (out,) = session.run(["embedding"], feeds)
+            return session.run(feeds)
         finally:
             self.sessions.put(session)
-        return np.asarray(out, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""`tritonrag export`'s report in the terminal: each int8 candidate against fp32."""
+"""`tritonrag export`'s report in the terminal: each int8 and OpenVINO candidate against fp32."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ from rich.table import Table
 
 
 def show_export(console: Console, report: dict[str, Any]) -> None:
-    """The export report as a table: each int8 candidate against fp32."""
-    fp32, int8 = report["fp32"], report["int8"]
+    """The export report as a table: each int8 and OpenVINO candidate against fp32."""
+    fp32 = report["fp32"]
+    candidates = report["int8"] | report.get("openvino", {})
     console.print(
         f"fp32: recall@10 {fp32['recall@10']:.4f}, MRR@10 {fp32['mrr@10']:.4f} on "
         f"{fp32['queries']} known-item queries; {fp32['texts_per_s']} texts/s"
     )
     table = Table(
-        "int8 candidate", "mean cos", "recall@10 Δ", "MRR@10 Δ", "top-10 overlap", "texts/s",
+        "candidate", "mean cos", "recall@10 Δ", "MRR@10 Δ", "top-10 overlap", "texts/s",
         "verdict", caption="Δ: points against fp32 [95 % paired bootstrap interval]",
     )  # fmt: skip
-    for name, r in int8.items():
+    for name, r in candidates.items():
         table.add_row(
             name,
             f"{r['parity']['mean_cosine']:.4f}",
@@ -30,7 +31,7 @@ def show_export(console: Console, report: dict[str, Any]) -> None:
             r["verdict"].split(":")[0].split(",")[0],
         )
     console.print(table)
-    for name, r in int8.items():
+    for name, r in candidates.items():
         if r["failed"]:
             console.print(f"{name} failed: " + "; ".join(r["failed"]))
     console.print(f"CPU: {report['cpu_isa']}; `embed` serves [bold]{report['embed_serves']}[/bold]")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import urllib.request
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +22,10 @@ from export import layout
 from export.corpus import parity_texts
 from export.onnx_graph import default_model_dir
 from export.parity import reference
-from export.repository import published
-from export.run import gate_failures
+from export.repository import link_or_copy, publish, published
+from export.run import INT8_MIN_SPEEDUP, gate_failures
 from model_repository.backend.encoder import Matrix, OnnxEncoder, Variant
-from orchestrator.cli.tritonserver import startup_models
+from orchestrator.cli.tritonserver import TritonProcess, free_port, startup_models
 from orchestrator.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -89,6 +92,57 @@ def test_the_published_int8_passed_the_retrieval_gate(triton: Settings) -> None:
     assert served["variant"] == report["embed_serves"]
 
 
+def test_embed_serves_the_fastest_engine_that_passed_on_this_cpu(triton: Settings) -> None:
+    """OpenVINO ran the fp32 graph beside ONNX Runtime (bf16 too where the CPU has it), judged
+    by the same gate; `embed` is the fastest that passed, if clearly faster than fp32."""
+    report = json.loads((triton.model_repository / "embed" / "1" / "report.json").read_text())
+    flags = report["cpu_isa"].split()
+    wanted = {"openvino-fp32"} | (
+        {"openvino-bf16"} if {"avx512_bf16", "amx_bf16"} & set(flags) else set()
+    )
+    assert set(report["openvino"]) == wanted
+    speeds = {"fp32": report["fp32"]["texts_per_s"]}
+    if report["int8_published"]:
+        speeds["int8"] = report["int8"][report["int8_published"]]["texts_per_s"]
+    speeds |= {k: r["texts_per_s"] for k, r in report["openvino"].items() if not r["failed"]}
+    fastest = max(speeds, key=speeds.__getitem__)
+    clearly = speeds[fastest] > INT8_MIN_SPEEDUP * speeds["fp32"]
+    assert report["embed_serves"] == (fastest if clearly else "fp32"), speeds
+    assert Variant.load(triton.model_repository / "embed" / "1").variant == report["embed_serves"]
+
+
+def test_an_openvino_variant_serves_through_triton(
+    tmp_path: Path, texts_and_reference: tuple[list[str], Matrix]
+) -> None:
+    """Whichever engine won here, the other one must serve too: an OpenVINO `embed`, published
+    as export publishes it, answers through Triton like the reference."""
+    source = Settings().model_repository
+    repo = tmp_path / "repository"
+    shutil.copytree(source / "embed", repo / "embed", ignore=shutil.ignore_patterns("1"))
+    variant = tmp_path / "openvino"
+    variant.mkdir()
+    for name in ("model.onnx", "tokenizer.json"):
+        link_or_copy(source / "embed_fp32" / "1" / name, variant / name)
+    meta = Variant.load(source / "embed_fp32" / "1")
+    replace(meta, variant="openvino-fp32", engine="openvino", precision="f32").save(variant)
+    publish(variant, repo / "embed", {"engine": "openvino"})
+    settings = Settings(
+        runtime_dir=tmp_path / "runtime",
+        model_repository=repo,
+        triton_http_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_metrics_port=free_port(),
+    )
+    texts, ref = texts_and_reference
+    with TritonProcess.start(settings) as server:
+        server.wait_ready()
+        client = httpclient.InferenceServerClient(settings.triton_http_url)
+        got, variants = _embed(client, httpclient, "embed", texts)
+    assert variants == {b"openvino-fp32"}
+    assert np.min(np.sum(got * ref, axis=1)) >= 0.9999
+    assert (repo / "embed" / "1" / "openvino_cache").is_dir()  # a restart skips compiling
+
+
 def test_grouping_was_measured_on_this_cpu_and_the_fp32_model_uses_it(triton: Settings) -> None:
     """export/layout.py timed each budget here; the fastest is in the served variant.json."""
     folder = triton.model_repository / "embed_fp32" / "1"
@@ -128,9 +182,10 @@ def test_embed_over_grpc_matches_reference_and_says_which_variant(
     got, variants = _embed(client, grpcclient, "embed", texts)
     (variant,) = {v.decode() for v in variants}
     cosine = np.sum(got * ref, axis=1)
-    assert variant in {"fp32", "int8"}
+    assert variant in {"fp32", "int8", "openvino-fp32", "openvino-bf16"}
     # The export gate's bounds, on its own texts, now through Triton.
-    assert (cosine.min() >= 0.9999) if variant == "fp32" else (cosine.mean() >= 0.99)
+    bound = {"fp32": 0.9999, "openvino-fp32": 0.9999, "openvino-bf16": 0.999}
+    assert (cosine.min() >= bound[variant]) if variant in bound else (cosine.mean() >= 0.99)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 

@@ -1,0 +1,56 @@
+"""The engine choice (export/run.py) and the OpenVINO adapter behind the one encoder."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from export.run import _choose
+from model_repository.backend.encoder import OnnxEncoder, Variant
+from orchestrator.settings import Settings
+
+FP32 = Settings().model_repository / "embed_fp32" / "1"
+TEXTS = [f"Setting {i} defaults to {i * 7} seconds; see the deployment page." * (1 + i % 4)
+         for i in range(24)]  # fmt: skip
+
+
+def _report(fp32: float, int8: float, openvino: dict[str, float]) -> dict[str, Any]:
+    return {
+        "fp32": {"texts_per_s": fp32},
+        "int8": {"a": {"texts_per_s": int8}},
+        "int8_published": "a",
+        "openvino": {k: {"texts_per_s": v} for k, v in openvino.items()},
+    }
+
+
+def test_the_fastest_that_passed_wins_when_clearly_faster_than_fp32() -> None:
+    report = _report(50, 120, {"openvino-fp32": 52, "openvino-bf16": 150})
+    assert _choose(report, {"fp32", "int8", "openvino-fp32", "openvino-bf16"}) == "openvino-bf16"
+    assert _choose(report, {"fp32", "int8", "openvino-fp32"}) == "int8"  # bf16 failed its gate
+    assert _choose(_report(50, 55, {"openvino-fp32": 56}), {"fp32", "int8", "openvino-fp32"}) == (
+        "fp32"  # 1.12x is within the noise: fp32 is exact
+    )
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_runs_the_fp32_graph_behind_the_same_encoder(
+    precision: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / precision
+    shutil.copytree(FP32, folder)
+    meta = replace(Variant.load(FP32), variant=f"openvino-{precision}", engine="openvino",
+                   precision=precision)  # fmt: skip
+    meta.save(folder)
+    reference, _ = OnnxEncoder(FP32, threads=2).encode(TEXTS)
+    encoder = OnnxEncoder(folder, threads=1, parallel=2)
+    got, counts = encoder.encode(TEXTS)
+    cosine = np.sum(got * reference, axis=1)
+    # bf16 keeps fp32's weights and rounds activations: export's bf16 gate is 0.999.
+    assert cosine.min() >= (0.9999 if precision == "f32" else 0.999), cosine.min()
+    assert encoder.max_group > 1  # no per-call scales: texts may share a call
+    assert counts.tolist() == OnnxEncoder(FP32).encode(TEXTS)[1].tolist()
