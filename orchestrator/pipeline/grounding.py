@@ -27,6 +27,9 @@ from orchestrator.pipeline.generate import Source, content_words
 # supporting a third of the sentences; stricter values support fewer without separating better.
 SUPPORT_COSINE = 0.5
 SUPPORT_OVERLAP = 0.5
+# A heading ("API key rotation.") ranks high on the question's words but answers nothing: a
+# quote skips sentences with fewer content words (the integration test's question quoted it).
+QUOTE_MIN_WORDS = 4
 LEXICAL_WEIGHT = evidence.LEXICAL_WEIGHT  # picks the best source sentence, as for evidence
 _MARKER = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
@@ -138,7 +141,7 @@ def quote(best: list[tuple[int, str]], count: int) -> tuple[str, list[Checked]]:
     chosen: list[tuple[int, str]] = []
     for number, sentence in best:
         text = plain(sentence)
-        if text and text not in {s for _, s in chosen}:
+        if len(content_words(text)) >= QUOTE_MIN_WORDS and text not in {s for _, s in chosen}:
             chosen.append((number, text))
         if len(chosen) == count:
             break

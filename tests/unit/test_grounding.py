@@ -126,6 +126,8 @@ def test_quote_mode_cites_each_sentence_and_reports_it_supported() -> None:
     assert fields["answer_mode"] == "quote" and fields["supported"] == 1.0
     assert [g["sources"] for g in fields["grounding"]] == [[2], [1]]  # the repeat skipped
     assert fields["grounding"][1]["text"] == "They are kept for 35 days. [1]"  # no bullet
+    heading = [(1, "API key rotation."), *BEST]  # ranked first, answers nothing
+    assert grounding.quoted(heading, count=1)["answer"].startswith("The embedded Redis")
 
 
 @pytest.mark.parametrize(
