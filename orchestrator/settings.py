@@ -284,7 +284,17 @@ class Settings(BaseSettings):
         "auto",
         description="How answers are made by default: generate (the LLM, each sentence "
         "checked against the sources), quote (the best evidence sentences, no LLM) or auto "
-        "(generate; quote instead when no sentence of the answer is supported).",
+        "(generate; quote instead when too few of its sentences are supported).",
+    )
+    # perf/results/grounding.md, re-scored: keeping a generated answer only when all its
+    # sentences are supported puts the fact in 80 % of answers (88 % quote, 47 % generate),
+    # against 66 % when any one supported sentence keeps it.
+    answer_auto_min_supported: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of a generated answer's sentences that must be supported for "
+        "answer_mode auto to keep it; below, the best evidence sentences are quoted instead.",
     )
     answer_quote_sentences: int = Field(
         2,

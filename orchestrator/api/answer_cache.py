@@ -37,6 +37,8 @@ def cache_key(settings: Settings, store_name: str, question: str, rest: list[Any
         settings.llm_model,
         settings.llm_max_tokens,
         settings.llm_temperature,
+        settings.llm_repeat_penalty,
+        settings.answer_auto_min_supported,
         settings.answer_min_score,
         settings.answer_evidence_sentences,
     ]

@@ -3,7 +3,7 @@
 retrieve (query lane) -> relevant hits -> none: the no-sources answer, no LLM call -> evidence
 sentences -> answer_mode quote: the best of them, no LLM call; else the llm lane generates
 (workers/answer.py) -> tokens relayed from a Redis stream -> each sentence checked against the
-sources (pipeline/grounding.py; auto: a quote instead when none is supported) -> citations ->
+sources (pipeline/grounding.py; auto: a quote instead unless all are supported) -> citations ->
 cache.
 Identical questions in flight at once share one generation (api/answer_cache.py). An error
 before the first token raises TritonRagError (a 5xx for JSON callers); the caller going away
@@ -215,7 +215,7 @@ async def _grounded(
     services: Services, q: Question, answer: str, used: list[generate.Source], found: Evidence
 ) -> Event:
     """Each sentence checked against the sources the model read (one embedding request); in
-    auto mode nothing supported means the best evidence sentences are quoted instead."""
+    auto mode an answer not supported enough gives way to the best evidence sentences."""
 
     async def embed(texts: list[str]) -> Matrix:
         return (await services.embedder.embed(texts, priority=Priority.QUERY)).embeddings
@@ -225,7 +225,8 @@ async def _grounded(
     best = [b for b in found.best if b[0] in numbers]
     mode = q.answer_mode or services.settings.answer_mode
     count = services.settings.answer_quote_sentences
-    record = grounding.outcome(mode, answer, checked, best, count)
+    least = services.settings.answer_auto_min_supported
+    record = grounding.outcome(mode, answer, checked, best, count, least)
     record["citations"] = generate.citations(record["answer"], used)
     return record | {"sources": _sources(used)}
 

@@ -150,10 +150,16 @@ def quote(best: list[tuple[int, str]], count: int) -> tuple[str, list[Checked]]:
 
 
 def outcome(
-    mode: str, generated: str, checked: list[Checked], best: list[tuple[int, str]], count: int
+    mode: str,
+    generated: str,
+    checked: list[Checked],
+    best: list[tuple[int, str]],
+    count: int,
+    min_supported: float = 1.0,
 ) -> dict[str, Any]:
-    """The answer's grounding fields: in auto mode an answer none of whose sentences is
-    supported gives way to the quote (the generated text stays, under `generated`)."""
+    """The answer's grounding fields: in auto mode an answer with less than `min_supported`
+    of its sentences supported gives way to the quote (the generated text stays, under
+    `generated`)."""
     fields: dict[str, Any] = {
         "answer": generated,
         "answer_mode": "generate",
@@ -161,7 +167,8 @@ def outcome(
         "grounding": [c.as_dict() for c in checked],
         "supported": share(checked),
     }
-    if mode == "auto" and best and not any(c.supported for c in checked):
+    kept = share(checked) or 0.0
+    if mode == "auto" and best and (kept < min_supported or not kept):
         fields |= {"answer": quote(best, count)[0], "answer_mode": "quote", "generated": generated}
     return fields
 

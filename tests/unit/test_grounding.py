@@ -99,7 +99,7 @@ async def test_without_sources_nothing_is_supported() -> None:
 BEST = [(2, "The embedded Redis listens on port 6390."), (1, "- They are kept for 35 days.")]
 
 
-def test_auto_quotes_the_best_evidence_when_no_sentence_is_supported() -> None:
+def test_auto_quotes_the_best_evidence_unless_enough_sentences_are_supported() -> None:
     wrong = [grounding.Checked("Redis uses 6379.", False, missing=["6379"])]
     fell_back = grounding.outcome("auto", "Redis uses 6379.", wrong, BEST, count=2)
     assert fell_back["answer"] == (
@@ -114,7 +114,10 @@ def test_auto_quotes_the_best_evidence_when_no_sentence_is_supported() -> None:
         None,
     )
     half = [wrong[0], grounding.Checked("Port 6390 [2].", True, [2], 0.9, 1.0)]
-    assert grounding.outcome("auto", "x", half, BEST, count=2)["answer_mode"] == "generate"
+    assert grounding.outcome("auto", "x", half, BEST, count=2)["answer_mode"] == "quote"
+    lenient = grounding.outcome("auto", "x", half, BEST, count=2, min_supported=0.5)
+    assert lenient["answer_mode"] == "generate"
+    assert grounding.outcome("auto", "x", half[1:], BEST, count=2)["answer_mode"] == "generate"
     empty = grounding.outcome("auto", "", [], BEST, count=1)  # nothing said: quoted too
     assert empty["answer"] == "The embedded Redis listens on port 6390. [2]"
     assert grounding.outcome("auto", "", [], [], count=1)["answer_mode"] == "generate"
