@@ -18,63 +18,22 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import numpy as np
 
 from orchestrator import timing
-from orchestrator.api import answer_cache
+from orchestrator.api import answer_cache, passages
 from orchestrator.api.answer_cache import Flight
+from orchestrator.api.passages import Event, Evidence, Question
 from orchestrator.api.services import Services
-from orchestrator.clients.chat_template import Message
-from orchestrator.clients.triton import Priority
-from orchestrator.clients.vectors import Matrix
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import answer_key, cancel_key, scoped
+from orchestrator.jobs import answer_key, cancel_key
 from orchestrator.lanes import ANSWER, LLM
 from orchestrator.metrics import ANSWERS_REFUSED, CACHE
-from orchestrator.pipeline import evidence, generate, grounding
+from orchestrator.pipeline import generate
 
 XREAD_BLOCK_S = 5.0
-Event = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Question:
-    tenant: str
-    collection: str
-    question: str
-    top_k: int
-    filters: dict[str, Any] = field(default_factory=dict)
-    history: list[Message] = field(default_factory=list)
-    mode: str | None = None  # retrieval: dense | sparse | hybrid; None: the search_mode setting
-    answer_mode: str | None = None  # generate | quote | auto; None: the answer_mode setting
-
-    @property
-    def store_name(self) -> str:
-        return scoped(self.tenant, self.collection)
-
-
-@dataclass(frozen=True)
-class Evidence:
-    sources: list[generate.Source]  # what the prompt carries (cut to evidence sentences)
-    best: list[tuple[int, str]] = field(default_factory=list)  # (number, sentence), best first
-    known: dict[str, Any] = field(default_factory=dict)  # sentence -> its embedding
-
-
-async def check_question(services: Services, q: Question) -> None:
-    """Bad input and unknown collections fail before anything runs."""
-    s = services.settings
-    if not q.question.strip():
-        raise TritonRagError(ErrorCode.EMPTY_INPUT, "the question is blank")
-    if len(q.question) > s.max_question_chars:
-        raise TritonRagError(
-            ErrorCode.TOO_LARGE,
-            f"the question has {len(q.question)} characters; the limit is {s.max_question_chars}",
-        )
-    await services.require_collection(q.tenant, q.collection)
 
 
 async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event, None]:
@@ -92,10 +51,10 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
             yield event
         yield _done(record, start, start, start, cached=True)
         return
-    found = await _retrieve(services, q, mode)
+    found = await passages.retrieve(services, q, mode)
     retrieved = time.perf_counter()
     if not found.sources or mode == "quote":
-        record = _without_llm(services, found)
+        record = passages.without_llm(services, found)
         for event in _closing(record, record["answer"]):
             yield event
         yield _done(record, start, retrieved, retrieved)
@@ -116,27 +75,6 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
             await answer_cache.land(services.redis, key)
 
 
-async def _retrieve(services: Services, q: Question, mode: str) -> Evidence:
-    """The relevant hits as numbered sources, cut to their evidence sentences."""
-    text = generate.retrieval_text(q.question, q.history)
-    vector = await services.embed_query(text)
-    found = await services.searches.search(
-        q.store_name, vector, q.top_k, q.filters, text=text, mode=q.mode
-    )
-    sources = generate.relevant(found.hits, services.settings.answer_min_score)
-    return await _evidence(services, q.question, vector, sources, mode)
-
-
-def _without_llm(services: Services, found: Evidence) -> Event:
-    """The no-sources answer, or answer_mode quote: the best evidence sentences."""
-    if not found.sources:
-        record: Event = {"answer": generate.NO_SOURCES_ANSWER, "citations": [], "sources": []}
-        return record | {"covered": False, "answer_mode": None, "grounding": [], "supported": None}
-    record = grounding.quoted(found.best, services.settings.answer_quote_sentences)
-    record["citations"] = generate.citations(record["answer"], found.sources)
-    return record | {"sources": _sources(found.sources)}
-
-
 def _closing(record: Event, generated: str | None) -> list[Event]:
     """The events after the tokens: the grounding, the quote that replaces the generated text
     (auto fallback), the citations."""
@@ -154,10 +92,6 @@ def _closing(record: Event, generated: str | None) -> list[Event]:
         {"type": "citations", "citations": record["citations"], "sources": record["sources"]}
     )
     return events
-
-
-def _sources(sources: list[generate.Source]) -> list[Event]:
-    return [generate.citation(x) | {"text": x.text} for x in sources]
 
 
 async def _flight(services: Services, key: str) -> Flight:
@@ -202,60 +136,13 @@ async def _answer(
                 usage = event
                 timing.add_inference((event.get("llm_total_ms") or 0) / 1000)
     answer = "".join(text).strip()
-    record = await _grounded(services, q, answer, used, found)
+    record = await passages.grounded(services, q, answer, used, found)
     record["usage"] = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")}
     for event in _closing(record, answer):
         yield event
     yield _done(record, start, retrieved, first or time.perf_counter(), llm=usage)
     if flight.leader and not usage.get("cancelled"):
         await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
-
-
-async def _grounded(
-    services: Services, q: Question, answer: str, used: list[generate.Source], found: Evidence
-) -> Event:
-    """Each sentence checked against the sources the model read (one embedding request); in
-    auto mode an answer not supported enough gives way to the best evidence sentences."""
-
-    async def embed(texts: list[str]) -> Matrix:
-        return (await services.embedder.embed(texts, priority=Priority.QUERY)).embeddings
-
-    checked = await grounding.ground(answer, used, embed, found.known)
-    numbers = {x.number for x in used}
-    best = [b for b in found.best if b[0] in numbers]
-    mode = q.answer_mode or services.settings.answer_mode
-    count = services.settings.answer_quote_sentences
-    least = services.settings.answer_auto_min_supported
-    record = grounding.outcome(mode, answer, checked, best, count, least)
-    record["citations"] = generate.citations(record["answer"], used)
-    return record | {"sources": _sources(used)}
-
-
-async def _evidence(
-    services: Services,
-    question: str,
-    query: list[float],
-    sources: list[generate.Source],
-    mode: str,
-) -> Evidence:
-    """The sources cut to the sentences that answer the question (pipeline/evidence.py) and
-    those sentences ranked for a quote: every sentence embedded in one request at query
-    priority. Skipped when neither evidence nor a quote is wanted."""
-    keep = services.settings.answer_evidence_sentences
-    parts = [evidence.sentences(x.text) for x in sources]
-    flat = [p for ps in parts for p in ps]
-    if not flat or (not keep and mode == "generate"):
-        return Evidence(sources)
-    rows = (await services.embedder.embed(flat, priority=Priority.QUERY)).embeddings
-    vectors, start = [], 0
-    for ps in parts:
-        vectors.append(rows[start : start + len(ps)])
-        start += len(ps)
-    vector = np.asarray(query, np.float32)
-    ranking = evidence.ranked(question, vector, sources, vectors)
-    chosen = evidence.choose(question, vector, sources, vectors, keep) if keep else sources
-    known = dict(zip(flat, rows, strict=True))
-    return Evidence(chosen, evidence.best_sentences(ranking, sources), known)
 
 
 def _flight_ttl(services: Services) -> int:

@@ -18,8 +18,9 @@ from typing import Any
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from orchestrator.api.answers import Question, answer_events, check_question
+from orchestrator.api.answers import answer_events
 from orchestrator.api.deps import ServicesDep, TenantDep
+from orchestrator.api.passages import Question, check_question
 from orchestrator.api.schemas import ERROR_RESPONSES, ChatMessage, ChatRequest
 from orchestrator.clients.chat_template import Message
 from orchestrator.errors import ErrorCode, TritonRagError
