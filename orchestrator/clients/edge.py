@@ -36,6 +36,7 @@ from orchestrator.clients.vectors import (
     Hit,
     SearchMode,
     VectorPoint,
+    dense_part,
     similarities,
 )
 
@@ -302,7 +303,7 @@ class EdgeVectors:
                 Hit(str(p.id), float(p.score), dict(p.payload or {}), float(p.score))
                 for p in points
             ]
-        cosines = similarities(vector, [_dense(p.vector) for p in points])
+        cosines = similarities(vector, [dense_part(p.vector) for p in points])
         return [
             Hit(str(p.id), float(p.score), dict(p.payload or {}), c)
             for p, c in zip(points, cosines, strict=True)
@@ -360,10 +361,6 @@ def _vectors(dense: list[float], words: tuple[list[int], list[float]] | None) ->
     if words is None:
         return dense
     return {"": dense, sparse.NAME: qe.SparseVector(*words)}
-
-
-def _dense(vector: Any) -> list[float]:
-    return list(vector[""] if isinstance(vector, dict) else vector)
 
 
 def _search_params(quantization: str, hnsw_ef: int | None) -> Any:
@@ -440,14 +437,11 @@ def _add_sparse(path: str, quantization: str, threshold: int) -> None:
             offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True
         )
         records, offset = old.scroll(request)
-        batch = [
-            qe.Point(
-                r.id,
-                _vectors(_dense(r.vector), sparse.document(str((r.payload or {}).get("text", "")))),
-                dict(r.payload or {}),
-            )
-            for r in records
-        ]
+        batch = []
+        for r in records:
+            payload = dict(r.payload or {})
+            words = sparse.document(str(payload.get("text", "")))
+            batch.append(qe.Point(r.id, _vectors(dense_part(r.vector), words), payload))
         if batch:
             new.update(qe.UpdateOperation.upsert_points(batch))
         if offset is None:

@@ -16,6 +16,7 @@ from orchestrator.clients.vectors import (
     Hit,
     SearchMode,
     VectorPoint,
+    dense_part,
     similarities,
 )
 from orchestrator.errors import ErrorCode, TritonRagError
@@ -195,7 +196,7 @@ class ServerVectors:
             **extra,
         )
         points = response.points
-        cosines = similarities(vector, [_dense(p.vector) for p in points])
+        cosines = similarities(vector, [dense_part(p.vector) for p in points])
         return [
             Hit(str(p.id), float(p.score), dict(p.payload or {}), c)
             for p, c in zip(points, cosines, strict=True)
@@ -240,7 +241,3 @@ def _vectors(point: VectorPoint, with_sparse: bool) -> Any:
         return point.vector
     indices, values = sparse.document(str(point.payload.get("text", "")))
     return {"": point.vector, sparse.NAME: models.SparseVector(indices=indices, values=values)}
-
-
-def _dense(vector: Any) -> list[float]:
-    return list(vector[""] if isinstance(vector, dict) else vector)

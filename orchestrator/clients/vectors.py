@@ -74,6 +74,11 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def dense_part(vector: Any) -> list[float]:
+    """The dense vector of a stored point, read back with or without its sparse one."""
+    return list(vector[""] if isinstance(vector, dict) else vector)
+
+
 def similarities(query: list[float], rows: Sequence[Sequence[float]]) -> list[float]:
     """Cosine of `query` with each row (stored vectors are unit length, the query may not be)."""
     if not rows:

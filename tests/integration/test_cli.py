@@ -110,6 +110,7 @@ def _dense_only(shard: Path) -> None:
     import qdrant_edge as qe
 
     from orchestrator.clients import edge
+    from orchestrator.clients.vectors import dense_part
 
     old = qe.EdgeShard.load(str(shard))
     dim = json.loads((shard / "edge_config.json").read_text())["vectors"][""]["size"]
@@ -118,7 +119,7 @@ def _dense_only(shard: Path) -> None:
     records, _ = old.scroll(qe.ScrollRequest(limit=10_000, with_payload=True, with_vector=True))
     new.update(
         qe.UpdateOperation.upsert_points(
-            [qe.Point(r.id, edge._dense(r.vector), r.payload) for r in records]
+            [qe.Point(r.id, dense_part(r.vector), r.payload) for r in records]
         )
     )
     old.close()
