@@ -178,8 +178,9 @@ class Turn(BaseModel):
 AnswerMode = Literal["generate", "quote", "auto"]
 ANSWER_MODE_DESCRIPTION = (
     "generate (the LLM; each sentence checked against the sources), quote (the best evidence "
-    "sentences with their [n], no LLM) or auto (generate; when no sentence is supported, the "
-    "quote instead, the generated text kept in `generated`); default: the answer_mode setting."
+    "sentences with their [n], no LLM) or auto (generate; unless enough of its sentences are "
+    "supported (answer_auto_min_supported: all), the quote instead, the generated text kept in "
+    "`generated`); default: the answer_mode setting."
 )
 
 

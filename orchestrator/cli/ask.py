@@ -1,6 +1,6 @@
 """`tritonrag ask`: read the /ask event stream, print tokens as they come, then how many of
-the answer's sentences the sources support (and the quote that replaces an answer none of whose
-sentences is supported), then the sources."""
+the answer's sentences the sources support (and the quote that replaces an answer the sources
+do not support), then the sources."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 list. Citations and grounding travel in extension fields (`citations`, `grounding`,
 `supported`, `answer_mode`, `generated`; on the final chunk when streaming).
 
-Streamed tokens cannot be taken back: when auto mode finds no sentence of the streamed answer
-supported, the stream goes on with FALLBACK_NOTE and the quote, and the final chunk says
+Streamed tokens cannot be taken back: when auto mode finds the streamed answer not supported
+enough, the stream goes on with FALLBACK_NOTE and the quote, and the final chunk says
 `answer_mode: "quote"`. Not streamed, `content` is the quote alone."""
 
 from __future__ import annotations
