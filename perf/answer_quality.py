@@ -152,7 +152,7 @@ class Retriever:
 
     def evidence(self, question: str, sources: list[generate.Source], keep: int) -> Any:
         """As the API does it (api/answers.py), with the same model run in process."""
-        parts = [evidence.sentences(x.text) for x in sources]
+        parts = [evidence.source_sentences(x.text) for x in sources]
         rows, _ = self.encoder.encode([p for ps in parts for p in ps])
         query, _ = self.encoder.encode([question])
         vectors, start = [], 0

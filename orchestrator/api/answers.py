@@ -47,7 +47,7 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
         CACHE.labels("answer", "hit" if cached else "miss").inc()
     if cached:
         record = json.loads(cached)
-        for event in _closing(record, record["answer"]):
+        for event in _replayed(record):
             yield event
         yield _done(record, start, start, start, cached=True)
         return
@@ -55,7 +55,7 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
     retrieved = time.perf_counter()
     if not found.sources or mode == "quote":
         record = passages.without_llm(services, found)
-        for event in _closing(record, record["answer"]):
+        for event in _replayed(record):
             yield event
         yield _done(record, start, retrieved, retrieved)
         await answer_cache.store(services.redis, services.settings, q.store_name, key, record)
@@ -73,6 +73,13 @@ async def answer_events(services: Services, q: Question) -> AsyncGenerator[Event
     finally:
         with anyio.CancelScope(shield=True):
             await answer_cache.land(services.redis, key)
+
+
+def _replayed(record: Event) -> list[Event]:
+    """A finished answer (cached, or made without the LLM) as the events a live one sends: its
+    text as one token, so every stream reader shows it, then the closing events."""
+    text = record["answer"] if record.get("generated") is None else record["generated"]
+    return [{"type": "token", "text": text}, *_closing(record, text)]
 
 
 def _closing(record: Event, generated: str | None) -> list[Event]:

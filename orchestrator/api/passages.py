@@ -109,7 +109,7 @@ async def _evidence(
     those sentences ranked for a quote: every sentence embedded in one request at query
     priority. Skipped when neither evidence nor a quote is wanted."""
     keep = services.settings.answer_evidence_sentences
-    parts = [evidence.sentences(x.text) for x in sources]
+    parts = [evidence.source_sentences(x.text) for x in sources]
     flat = [p for ps in parts for p in ps]
     if not flat or (not keep and mode == "generate"):
         return Evidence(sources)

@@ -12,12 +12,14 @@ their numbers, chunk ids and full text, so citations still point at the stored c
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import replace
 
 import numpy as np
 
 from orchestrator.clients.vectors import Matrix
+from orchestrator.pipeline import injection
 from orchestrator.pipeline.generate import Source, content_words
 
 NEIGHBOURS = 1
@@ -32,6 +34,14 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _BOUNDARY.split(text) if s and s.strip()]
 
 
+@functools.lru_cache(maxsize=4096)
+def source_sentences(text: str) -> tuple[str, ...]:
+    """A source's sentences that may reach a prompt or a quote: those planted to steer the
+    model (pipeline/injection.py) left out, so neither the prompt nor a quote carries them."""
+    parts = (s.replace(injection.REMOVED, "").strip() for s in sentences(injection.defuse(text)))
+    return tuple(p for p in parts if p)
+
+
 def overlap(question: set[str], sentence: str) -> float:
     """The share of the question's content words found in the sentence."""
     return len(question & content_words(sentence)) / len(question) if question else 0.0
@@ -42,12 +52,12 @@ def ranked(
 ) -> list[tuple[float, int, int]]:
     """(score, source index, sentence index) of every sentence, best first: the cosine with
     the question plus LEXICAL_WEIGHT x the question's words it holds. `vectors[i]` holds the
-    embeddings of `sentences(sources[i].text)`, `query` the question's (all L2-normalised)."""
+    embeddings of `source_sentences(sources[i].text)`, `query` the question's (L2-normalised)."""
     words = content_words(question)
     scored = []
     for i, (source, rows) in enumerate(zip(sources, vectors, strict=True)):
         cosines = rows @ np.asarray(query, dtype=np.float32).reshape(-1)
-        for j, part in enumerate(sentences(source.text)):
+        for j, part in enumerate(source_sentences(source.text)):
             scored.append((float(cosines[j]) + LEXICAL_WEIGHT * overlap(words, part), i, j))
     return sorted(scored, reverse=True)
 
@@ -59,12 +69,12 @@ def choose(
     best = ranked(question, query, sources, vectors)[:keep]
     kept: dict[int, set[int]] = {}
     for _, i, j in best:
-        last = len(sentences(sources[i].text)) - 1
+        last = len(source_sentences(sources[i].text)) - 1
         kept.setdefault(i, set()).update(
             range(max(0, j - NEIGHBOURS), min(last, j + NEIGHBOURS) + 1)
         )
     return [
-        replace(source, evidence=_join(sentences(source.text), kept[i]))
+        replace(source, evidence=_join(source_sentences(source.text), kept[i]))
         for i, source in enumerate(sources)
         if i in kept
     ]
@@ -74,10 +84,10 @@ def best_sentences(
     ranking: list[tuple[float, int, int]], sources: list[Source]
 ) -> list[tuple[int, str]]:
     """(source number, sentence) in the ranking's order, for a quote."""
-    return [(sources[i].number, sentences(sources[i].text)[j]) for _, i, j in ranking]
+    return [(sources[i].number, source_sentences(sources[i].text)[j]) for _, i, j in ranking]
 
 
-def _join(parts: list[str], keep: set[int]) -> str:
+def _join(parts: tuple[str, ...], keep: set[int]) -> str:
     """The kept sentences in order, an ellipsis wherever some were left out."""
     out, previous = "" if min(keep) == 0 else "… ", None
     for j in sorted(keep):

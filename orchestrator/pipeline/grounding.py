@@ -65,7 +65,7 @@ def answer_sentences(answer: str) -> list[str]:
 
 def source_sentences(source: Source) -> list[str]:
     """The sentences of what the model read: the evidence, or the whole chunk."""
-    return evidence.sentences(source.prompt_text.replace("…", "\n\n"))
+    return list(evidence.source_sentences(source.prompt_text.replace("…", "\n\n")))
 
 
 def _normal(text: str) -> str:
