@@ -2,7 +2,8 @@
 # Debian packages the pip wheels cannot carry: libb64 for perf_analyzer, the shared
 # libpython3.11 the Triton python-backend stub links against, and Prometheus (with promtool)
 # for the embedded stack's monitoring, tmux for the terminal test of `tritonrag top`, Chromium
-# for the browser tests of the page (Playwright drives Debian's build). Idempotent.
+# for the browser tests of the page (Playwright drives Debian's build), kubectl to render the
+# Kubernetes manifests offline (tests/unit/test_k8s.py; its kustomize). Idempotent.
 set -euo pipefail
 missing=()
 ldconfig -p | grep -q 'libb64\.so\.0d' || missing+=(libb64-0d)
@@ -10,6 +11,7 @@ ldconfig -p | grep -q 'libpython3\.11\.so\.1\.0' || missing+=(libpython3.11)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 command -v tmux >/dev/null || missing+=(tmux)  # `tritonrag top` is tested in a real terminal
 command -v chromium >/dev/null || missing+=(chromium fonts-liberation)  # the page's browser tests
+command -v kubectl >/dev/null || missing+=(kubectl)  # `kubectl kustomize deploy/k8s/overlays/*`
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
