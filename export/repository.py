@@ -27,7 +27,9 @@ def publish(variant_dir: Path, model_dir: Path, report: dict[str, object]) -> No
     staging = model_dir / ".1.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    for name in (meta.onnx_file, "tokenizer.json", "variant.json"):
+    weights = Path(meta.onnx_file).with_suffix(".bin").name  # an OpenVINO IR's weights
+    extra = [weights] if (variant_dir / weights).exists() else []
+    for name in (meta.onnx_file, *extra, "tokenizer.json", "variant.json"):
         link_or_copy(variant_dir / name, staging / name)
     for source in BACKEND_FILES:
         shutil.copy(source, staging / source.name)

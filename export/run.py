@@ -8,20 +8,19 @@ import logging
 import platform
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export import corpus, layout, parity, quantize, repository
+from export import corpus, layout, openvino, parity, quantize, repository
 from export.onnx_graph import default_model_dir, export_fp32, max_seq_length, pad_token_id
 from model_repository.backend.encoder import Matrix, OnnxEncoder, Variant, pad
 from orchestrator.settings import Settings
 
 log = logging.getLogger("tritonrag.export")
 INT8_MIN_SPEEDUP = 1.15  # over fp32, for any candidate: fp32 is exact, timings are noisy
-BF16_MEAN_COSINE = 0.999  # bf16 keeps fp32's weights: it must stay practically fp32
 
 
 def cpu_isa() -> str:
@@ -90,36 +89,34 @@ def _choose(report: dict[str, Any], passed: set[str]) -> str:
 
 
 def _openvino(work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any]) -> dict[str, Path]:
-    """OpenVINO running the fp32 graph, at fp32 and, where this CPU computes in it (AVX512-BF16
-    or AMX), at bf16: judged by the same gate (bf16 held to a mean cosine of 0.999) and timed
-    the same way. Returns the folders of those that passed."""
+    """The OpenVINO candidates this CPU may run (export/openvino.py), judged by the same gate
+    and timed the same way. Returns the folders of those that passed."""
     n, d = len(bench.texts), len(bench.docs)
     base = parity.target_ranks(bench.ref[n : n + d], bench.ref[n + d :], bench.targets)
-    bf16 = any(f in report["cpu_isa"].split() for f in ("avx512_bf16", "amx_bf16"))
-    meta = Variant.load(fp32_dir)
+    calibration = _calibration(fp32_dir, corpus.chunks(64))
     results: dict[str, Any] = {}
     passed: dict[str, Path] = {}
-    for precision in ["f32", "bf16"] if bf16 else ["f32"]:
-        name = "openvino-" + ("fp32" if precision == "f32" else precision)
-        folder = work / name
-        folder.mkdir()
-        for file in ("model.onnx", "tokenizer.json"):
-            repository.link_or_copy(fp32_dir / file, folder / file)
-        replace(meta, variant=name, engine="openvino", precision=precision).save(folder)
+    built: dict[str, Path] = {}
+    for candidate in openvino.candidates(report["cpu_isa"]):
+        folder = work / candidate.name
+        openvino.build(candidate, fp32_dir, folder, calibration, built)
         result = bench.evaluate(folder, base)
-        result["failed"] = gate_failures(result)
-        cosine = result["parity"]["mean_cosine"]
-        if precision == "bf16" and cosine < BF16_MEAN_COSINE:
-            result["failed"].append(f"mean cosine {cosine:.5f} < {BF16_MEAN_COSINE}")
+        result["failed"] = openvino.verdict(candidate, result, gate_failures(result))
         result["verdict"] = (
             "failed: " + "; ".join(result["failed"]) if result["failed"] else "passed"
         )
-        results[name] = result
+        results[candidate.name] = result
         if not result["failed"]:
-            passed[name] = folder
-        log.info("%s: %s", name, result)
+            passed[candidate.name] = folder
+        log.info("%s: %s", candidate.name, result)
     report["openvino"] = results
     return passed
+
+
+def _size_mb(folder: Path) -> float:
+    """The model's own files (an IR's weights sit in its .bin)."""
+    files = [f for f in folder.iterdir() if f.suffix in (".onnx", ".xml", ".bin")]
+    return sum(f.stat().st_size for f in files) / 2**20
 
 
 def _fp32(source: Path, work: Path, report: dict[str, Any]) -> tuple[Path, Bench]:
@@ -232,7 +229,7 @@ def _evaluate(
         "recall@10": round(float(recall.mean()), 4),
         "mrr@10": round(float(mrr.mean()), 4),
         "texts_per_s": round(quantize.texts_per_second(single.encode, docs, seconds=4.0), 1),
-        "file_mb": round((folder / "model.onnx").stat().st_size / 2**20, 1),
+        "file_mb": round(_size_mb(folder), 1),
     }
     if base is not None:
         result["recall@10_delta"] = parity.paired_delta(recall, parity.recall_at(base)).as_dict()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from model_repository.backend.encoder import Matrix
+from model_repository.backend.encoder import Matrix, Variant
 from orchestrator.cli.tritonserver import free_port
 from orchestrator.settings import PORT_FIELDS, Settings
 
@@ -34,6 +34,12 @@ def noisy_batches(
         idx = rng.integers(0, len(seeds), size=min(batch, count - offset))
         rows = seeds[idx] + rng.normal(scale=0.03, size=(len(idx), seeds.shape[1]))
         yield offset, idx, rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def engine_of(folder: Path) -> str:
+    """What a published model folder runs, as report rows name it: engine and variant."""
+    meta = Variant.load(folder)
+    return f"{meta.engine} {meta.variant.removeprefix('openvino-')}"
 
 
 def save_results(name: str, results: Any, markdown: str, folder: Path = RESULTS) -> None:

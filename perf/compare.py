@@ -3,14 +3,16 @@ request, the same load generator at concurrency 1, 8 and 32.
 
     python -m perf.compare        (`make compare`; PERF_SECONDS per point, default 10)
 
-- tritonrag `/v1/embeddings`, int8 (`embed`, the default) and fp32 (`embed_fp32`), on the
+- tritonrag `/v1/embeddings`, `embed` (the default: the engine and precision export chose on
+  this CPU, named in each row) and fp32 (`embed_fp32`), on the
   embedded stack with Triton's response cache off (texts repeat; every one must be inferred);
 - Triton directly: HTTP by the same generator, gRPC by perf_analyzer;
 - Infinity (`infinity-emb`, torch engine) and the seed documents' design
   (perf/peers/seed_app.py: FastAPI + sentence-transformers under gunicorn, one worker per
   core), each from its own virtual environment under .peers/ (`make peers`); a peer that is
   missing or does not start is reported with its error;
-- raw ONNX Runtime in-process at its best layout (perf.side_by_side): the ceiling.
+- each model raw in-process on its own engine (ONNX Runtime or OpenVINO) at its best layout
+  (perf.side_by_side): its ceiling.
 
 Two generators, both cycling through the texts, their own CPU measured and reported:
 - closed loop, wrk (C and LuaJIT, Debian's `wrk`) at 1, 8 and 32 connections: each sends its
@@ -47,7 +49,7 @@ from export.corpus import chunks
 from export.onnx_graph import default_model_dir
 from export.run import cpu_isa
 from orchestrator.cli.tritonserver import free_port
-from perf.common import RESULTS, own_stack, run_perf_analyzer, save_results
+from perf.common import RESULTS, engine_of, own_stack, run_perf_analyzer, save_results
 from perf.side_by_side import best_raw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,10 +151,10 @@ def _generate(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, Any], floa
     return json.loads(run.stdout.strip().splitlines()[-1]), cpu / wall
 
 
-def grpc_point(settings: Any, texts: list[str], concurrency: int) -> dict[str, Any]:
+def grpc_point(settings: Any, texts: list[str], concurrency: int, served: str) -> dict[str, Any]:
     row = run_perf_analyzer(settings, "embed", texts, concurrency, SECONDS)
     return {
-        "target": "Triton gRPC (perf_analyzer), int8",
+        "target": f"Triton gRPC (perf_analyzer), {served}",
         "concurrency": concurrency,
         "rps": row["Inferences/Second"],
         "p50_ms": row["p50 latency"] / 1000,
@@ -231,11 +233,13 @@ def main() -> None:
                 failures[name] = f"{exc}\n{tail}".strip()
     with own_stack(triton_cache_mb=0) as settings:
         api = f"http://127.0.0.1:{settings.port}/v1/embeddings"
+        repo = settings.model_repository
+        served = engine_of(repo / "embed" / "1")  # the engine and precision export chose here
         targets = [
-            Target("tritonrag /v1/embeddings, int8", api, openai_body("embed")),
+            Target(f"tritonrag /v1/embeddings, {served}", api, openai_body("embed")),
             Target("tritonrag /v1/embeddings, fp32", api, openai_body("embed_fp32")),
             Target(
-                "Triton HTTP (wrk), int8",
+                f"Triton HTTP (wrk), {served}",
                 f"http://{settings.triton_http_url}/v2/models/embed/infer",
                 triton_body,
             ),
@@ -243,10 +247,12 @@ def main() -> None:
         for target in targets:
             rows += [wrk_point(target, texts, c) for c in CONCURRENCY]
             open_rows += [open_point(target, texts, r) for r in RATES]
-        rows += [grpc_point(settings, texts, c) for c in CONCURRENCY]
-        repo = settings.model_repository
-    raw = {v: best_raw(repo / f"embed_{v}" / "1", texts, cores)["best"] for v in ("int8", "fp32")}
-    report(rows, open_rows, raw, failures, texts, cores)
+        rows += [grpc_point(settings, texts, c, served) for c in CONCURRENCY]
+    raw = {
+        served: best_raw(repo / "embed" / "1", texts, cores)["best"],
+        "onnxruntime fp32": best_raw(repo / "embed_fp32" / "1", texts, cores)["best"],
+    }
+    report(rows, open_rows, raw, failures, texts, cores, served)
 
 
 def report(
@@ -256,6 +262,7 @@ def report(
     failures: dict[str, str],
     texts: list[str],
     cores: int,
+    served: str,
 ) -> None:
     mean = round(sum(map(len, texts)) / len(texts))
     lines = [
@@ -287,13 +294,13 @@ def report(
             f"| {r['p99_ms']:.1f} | {r['dropped']} | {r['shed']} | {r['errors']} "
             f"| {r['generator_cores']:.2f} |"
         )
-    lines += ["", "Raw ONNX Runtime in-process, best layout (the ceiling):", ""]
+    lines += ["", "Raw in-process on each model's own engine, best layout (its ceiling):", ""]
     for variant, best in raw.items():
         lines.append(
             f"- {variant}: {best['texts_per_s']:.1f} texts/s ({best['sessions']} x "
             f"{best['threads']} threads, batch {best['batch']})"
         )
-    ratios = _ratios(rows, raw)
+    ratios = _ratios(rows, raw, served)
     if ratios:
         lines += ["", "At concurrency 32:", ""] + [f"- {k}: {v:.2f}" for k, v in ratios.items()]
     for name, error in failures.items():
@@ -314,19 +321,22 @@ def report(
     _chart(rows, open_rows, RESULTS / "compare.png")
 
 
-def _ratios(rows: list[dict[str, Any]], raw: dict[str, dict[str, Any]]) -> dict[str, float]:
+def _ratios(
+    rows: list[dict[str, Any]], raw: dict[str, dict[str, Any]], served: str
+) -> dict[str, float]:
     at = {r["target"]: r for r in rows if r["concurrency"] == 32}
-    ours = at.get("tritonrag /v1/embeddings, int8")
+    ours = at.get(f"tritonrag /v1/embeddings, {served}")
     if ours is None:
         return {}
-    out = {"tritonrag int8 / raw ORT int8": ours["rps"] / raw["int8"]["texts_per_s"]}
+    out = {f"tritonrag {served} / raw {served}": ours["rps"] / raw[served]["texts_per_s"]}
     fp32 = at.get("tritonrag /v1/embeddings, fp32")
     if fp32:
-        out["tritonrag fp32 / raw ORT fp32"] = fp32["rps"] / raw["fp32"]["texts_per_s"]
+        ceiling = raw["onnxruntime fp32"]["texts_per_s"]
+        out["tritonrag fp32 / raw onnxruntime fp32"] = fp32["rps"] / ceiling
     for name, row in at.items():
         if not name.startswith("tritonrag"):
-            out[f"tritonrag int8 / {name}: requests/s"] = ours["rps"] / row["rps"]
-            out[f"tritonrag int8 / {name}: p99"] = ours["p99_ms"] / row["p99_ms"]
+            out[f"tritonrag {served} / {name}: requests/s"] = ours["rps"] / row["rps"]
+            out[f"tritonrag {served} / {name}: p99"] = ours["p99_ms"] / row["p99_ms"]
     return out
 
 

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from export import openvino
+from export.openvino import Candidate, candidates
+from export.repository import publish
 from export.run import _choose
 from model_repository.backend.encoder import OnnxEncoder, Variant
 from orchestrator.settings import Settings
@@ -54,3 +57,34 @@ def test_openvino_runs_the_fp32_graph_behind_the_same_encoder(
     assert cosine.min() >= (0.9999 if precision == "f32" else 0.999), cosine.min()
     assert encoder.max_group > 1  # no per-call scales: texts may share a call
     assert counts.tolist() == OnnxEncoder(FP32).encode(TEXTS)[1].tolist()
+
+
+@pytest.mark.parametrize(
+    ("isa", "bf16"),
+    [("avx2", False), ("avx2 avx512f avx512_vnni", False), ("avx2 avx512f avx512_bf16", True),
+     ("avx2 avx512f amx_bf16 amx_int8", True)],
+)  # fmt: skip
+def test_openvino_candidates_follow_the_cpu(isa: str, bf16: bool) -> None:
+    """bf16 only where the CPU computes in it; NNCF's int8 everywhere, its floating-point rest
+    at fp32, and at bf16 too where that is native."""
+    found = {c.name: c.precision for c in candidates(isa)}
+    wanted = {"openvino-fp32": "f32", "openvino-int8": "f32", "openvino-int8-weights": "f32"}
+    at_bf16 = ["openvino-bf16", "openvino-int8-bf16", "openvino-int8-weights-bf16"]
+    assert found == wanted | ({name: "bf16" for name in at_bf16} if bf16 else {})
+
+
+def test_an_nncf_int8_ir_encodes_near_fp32_and_publishes_with_its_weights(tmp_path: Path) -> None:
+    """NNCF's weights-only int8 (seconds to build, no calibration) through the one encoder,
+    and published as export publishes `embed`: the IR's .bin travels with its .xml."""
+    candidate = Candidate("openvino-int8-weights", "f32", "int8-weights")
+    folder = tmp_path / candidate.name
+    openvino.build(candidate, FP32, folder, lambda: iter(()), {})
+    reference, _ = OnnxEncoder(FP32, threads=2).encode(TEXTS)
+    got, _ = OnnxEncoder(folder, threads=2).encode(TEXTS)
+    assert float(np.mean(np.sum(got * reference, axis=1))) >= 0.99
+    model = tmp_path / "repository" / "embed"
+    model.mkdir(parents=True)
+    shutil.copy(FP32.parent.parent / "embed" / "config.pbtxt", model / "config.pbtxt")
+    publish(folder, model, {})
+    assert {"model.xml", "model.bin", "tokenizer.json"} <= {f.name for f in (model / "1").iterdir()}
+    assert Variant.load(model / "1").variant == candidate.name
