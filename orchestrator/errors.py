@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     UNSUPPORTED_TYPE = "unsupported_type"
     INVALID_INPUT = "invalid_input"
+    MODEL_MISMATCH = "model_mismatch"
     OVERLOADED = "overloaded"
     NOT_READY = "dependency_not_ready"
     UPSTREAM_TIMEOUT = "upstream_timeout"
@@ -33,6 +34,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_TYPE: 415,
     ErrorCode.INVALID_INPUT: 422,
+    ErrorCode.MODEL_MISMATCH: 409,
     ErrorCode.OVERLOADED: 429,
     ErrorCode.NOT_READY: 503,
     ErrorCode.UPSTREAM_TIMEOUT: 504,

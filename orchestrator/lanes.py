@@ -41,6 +41,7 @@ DELETE_DOCUMENT = "tritonrag.delete_document"
 DROP_COLLECTION = "tritonrag.drop_collection"
 PING = "tritonrag.ping"
 REINDEX = "tritonrag.reindex"
+COLLECTION_INFO = "tritonrag.collection_info"
 ANSWER = "tritonrag.answer"
 
 ROUTES = {
@@ -50,6 +51,7 @@ ROUTES = {
     DROP_COLLECTION: QUERY,
     PING: QUERY,
     REINDEX: QUERY,  # the shard's owner serves the query lane; the work runs in a child
+    COLLECTION_INFO: QUERY,
     ANSWER: LLM,
 }
 

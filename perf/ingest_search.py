@@ -33,7 +33,7 @@ from model_repository.backend.encoder import Matrix
 from orchestrator.cli import launcher as embedded
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.triton import TritonEmbedder
-from orchestrator.clients.vectors import VectorPoint
+from orchestrator.clients.vectors import VectorModel, VectorPoint
 from orchestrator.jobs import collections_key, scoped
 from orchestrator.pipeline.chunk import Chunker
 from orchestrator.settings import Settings
@@ -121,7 +121,7 @@ def fill(settings: Settings, collection: str, seeds: Matrix, texts: list[str]) -
             )
             for k, (j, row) in enumerate(zip(idx, rows, strict=True))
         ]
-        store.upsert(name, seeds.shape[1], points)
+        store.upsert(name, VectorModel(settings.embed_model, seeds.shape[1]), points)
     while store.indexing(name):
         time.sleep(1)
     store.close()

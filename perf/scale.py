@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from model_repository.backend.encoder import Matrix
 from orchestrator.cli.launcher import WORKER_MALLOC
 from orchestrator.clients.edge import EdgeVectors
-from orchestrator.clients.vectors import VectorPoint
+from orchestrator.clients.vectors import VectorModel, VectorPoint
 from orchestrator.settings import Settings
 from perf.common import noisy_batches, save_results
 
@@ -82,7 +82,7 @@ def one(points: int, quantization: str, folder: Path, seed_file: Path) -> dict[s
             part = range(first, min(first + per_upsert, len(idx)))
             store.upsert(
                 "scale",
-                base.shape[1],
+                VectorModel("perf.scale", base.shape[1]),
                 [
                     VectorPoint(
                         f"{offset + k:032x}",

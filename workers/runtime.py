@@ -45,6 +45,7 @@ class SyncEmbedder:
     def __init__(self, settings: Settings) -> None:
         self._loop = BackgroundLoop()
         self._client: TritonEmbedder = self._loop.run(self._open(settings))
+        self.variant = ""  # set by each call: the variant that answered
 
     async def _open(self, settings: Settings) -> TritonEmbedder:
         import tritonclient.grpc.aio as grpcclient
@@ -52,7 +53,9 @@ class SyncEmbedder:
         return TritonEmbedder(grpcclient.InferenceServerClient(settings.triton_grpc_url), settings)
 
     def __call__(self, texts: list[str]) -> Matrix:
-        return self._loop.run(self._client.embed(texts)).embeddings
+        result = self._loop.run(self._client.embed(texts))
+        self.variant = result.variant
+        return result.embeddings
 
 
 class WorkerRuntime:
@@ -81,6 +84,7 @@ class WorkerRuntime:
             attempts=s.task_retries,
             parse=ParseLimits(s.parse_timeout_s, s.parse_memory_mb),
             outage_s=s.outage_wait_s,
+            model=s.embed_model,
         )
 
 

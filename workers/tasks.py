@@ -104,6 +104,7 @@ def run_searches(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 q.get("text", ""),  # a request from an API of the version before: dense
                 q.get("mode", "dense"),
                 q.get("strict", False),
+                q.get("model", ""),
             )
 
     answers = [lanes.outcome(functools.partial(one, q)) for q in queries]
@@ -141,16 +142,29 @@ def reindex(request_id: str, collection: str) -> None:
     """Start a collection's re-index (sparse vectors) if it needs one; reply with its state."""
 
     def work() -> dict[str, Any]:
-        store = runtime().store
-        started = store.reindex(collection)
-        return {
-            "started": started,
-            "reindexing": started or store.indexing(collection),
-            "sparse": store.has_sparse(collection),
-            "points": store.count(collection),
-        }
+        started = runtime().store.reindex(collection)
+        state = _state(collection)
+        return state | {"started": started, "reindexing": started or state["reindexing"]}
 
     _answer(request_id, work)
+
+
+@app.task(name=lanes.COLLECTION_INFO)
+def collection_info(request_id: str, collection: str) -> None:
+    """What the store holds for a collection: points, sparse vectors, a build running, the
+    embedding model that made its vectors."""
+    _answer(request_id, lambda: _state(collection))
+
+
+def _state(collection: str) -> dict[str, Any]:
+    store = runtime().store
+    model = store.model(collection)
+    return {
+        "reindexing": store.indexing(collection),
+        "sparse": store.has_sparse(collection),
+        "points": store.count(collection),
+        "model": model.as_dict() if model else None,
+    }
 
 
 @app.task(name=lanes.PING)

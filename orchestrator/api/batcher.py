@@ -39,9 +39,15 @@ class _Pending:
 
 class SearchBatcher:
     def __init__(
-        self, call: Call, max_batch: int = 32, max_in_flight: int = 2, default_mode: str = "dense"
+        self,
+        call: Call,
+        max_batch: int = 32,
+        max_in_flight: int = 2,
+        default_mode: str = "dense",
+        model: str = "",
     ) -> None:
         self._call = call
+        self._model = model  # the query vectors' embedding model: the store checks it
         self._default_mode = default_mode
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
@@ -67,6 +73,7 @@ class SearchBatcher:
             "text": text,
             "mode": mode or self._default_mode,
             "strict": mode is not None,
+            "model": self._model,
         }
         future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(query, future))

@@ -35,6 +35,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Empty input",
         401: "Missing or unknown API key",
         404: "No such collection, document or job for this tenant",
+        409: "The collection holds vectors of another embedding model",
         413: "Body or text too large",
         415: "Unsupported or mismatched file type",
         422: "Invalid input",
@@ -108,12 +109,25 @@ class SearchRequest(BaseModel):
     mode: SearchMode | None = Field(None, description=MODE_DESCRIPTION)
 
 
-class ReindexStatus(BaseModel):
+class CollectionModel(BaseModel):
+    name: str = Field(description="The embedding model that made the collection's vectors.")
+    dim: int
+    distance: str
+    variants: list[str] = Field(description="The variants (engine, precision) that wrote.")
+
+
+class CollectionStatus(BaseModel):
     collection: str
-    started: bool = Field(description="This call started the re-index.")
     reindexing: bool = Field(description="A background build is running; searches answer.")
     sparse: bool = Field(description="The collection has BM25 vectors: every mode works.")
     points: int
+    model: CollectionModel | None = Field(
+        description="Recorded at the first write; none for a collection made before that."
+    )
+
+
+class ReindexStatus(CollectionStatus):
+    started: bool = Field(description="This call started the re-index.")
 
 
 class SearchHit(BaseModel):

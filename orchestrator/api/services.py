@@ -60,6 +60,7 @@ class Services:
             call,
             max_in_flight=self.settings.search_batches_in_flight,
             default_mode=self.settings.search_mode,
+            model=self.settings.embed_model,
         )
         object.__setattr__(self, "searches", batcher)
         object.__setattr__(self, "generations", asyncio.Semaphore(self.settings.max_answers))

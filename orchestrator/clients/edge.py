@@ -35,7 +35,9 @@ from orchestrator.clients.vectors import (
     SCROLL_PAGE,
     Hit,
     SearchMode,
+    VectorModel,
     VectorPoint,
+    check_model,
     dense_part,
     similarities,
 )
@@ -43,6 +45,8 @@ from orchestrator.clients.vectors import (
 log = logging.getLogger("tritonrag.edge")
 Op = Callable[[Any, bool], None]  # a write, applied to a shard with or without sparse vectors
 BUILDING = ".sparse"  # beside a re-index child's copy: the shard it writes
+MODELS = ".models"  # under the root: each collection's VectorModel, outside the shard (a
+# rebuild replaces the shard's folder)
 FUSION_K = 60  # reciprocal rank fusion's k: the usual value; ranks 1 and 10 weigh 1.15 : 1
 
 
@@ -80,6 +84,7 @@ class EdgeVectors:
         self.hnsw_ef = hnsw_ef
         self._root.mkdir(parents=True, exist_ok=True)
         self._collections: dict[str, _Collection] = {}
+        self._models: dict[str, VectorModel | None] = {}
         self._lock = threading.Lock()
         self._threshold = index_threshold
 
@@ -191,11 +196,15 @@ class EdgeVectors:
                 entry.rebuild.replay.append(op)
 
     # --- the VectorStore protocol ---
-    def upsert(self, collection: str, dim: int, points: Sequence[VectorPoint]) -> None:
+    def upsert(self, collection: str, model: VectorModel, points: Sequence[VectorPoint]) -> None:
         if not points:
             return
-        entry = self._get(collection, dim)
+        recorded = self.model(collection)
+        check_model(recorded, model.name, model.dim)
+        entry = self._get(collection, model.dim)
         assert entry is not None  # created when dim is given
+        if recorded is None or not set(model.variants) <= set(recorded.variants):
+            self._record(collection, recorded.merged(model) if recorded else model)
         words = [sparse.document(str(p.payload.get("text", ""))) for p in points]
 
         def write(shard: Any, with_sparse: bool) -> None:
@@ -249,6 +258,23 @@ class EdgeVectors:
             return 0
         with entry.lock:
             return int(entry.shard.count(qe.CountRequest(exact=True)))
+
+    def model(self, collection: str) -> VectorModel | None:
+        with self._lock:
+            if collection not in self._models:
+                path = self._root / MODELS / f"{collection}.json"
+                record = json.loads(path.read_text()) if path.exists() else None
+                self._models[collection] = VectorModel.from_dict(record)
+            return self._models[collection]
+
+    def _record(self, collection: str, model: VectorModel) -> None:
+        folder = self._root / MODELS
+        folder.mkdir(exist_ok=True)
+        staging = folder / f".{collection}.json"
+        staging.write_text(json.dumps(model.as_dict()) + "\n")
+        with self._lock:
+            staging.replace(folder / f"{collection}.json")
+            self._models[collection] = model
 
     def has_sparse(self, collection: str) -> bool:
         entry = self._get(collection, None)
@@ -318,6 +344,8 @@ class EdgeVectors:
                     entry.shard.close()
             path = self._root / collection
             existed = path.exists()
+            self._models.pop(collection, None)
+            (self._root / MODELS / f"{collection}.json").unlink(missing_ok=True)
             for folder in (
                 path,
                 self._root / ".next" / collection,

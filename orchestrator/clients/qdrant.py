@@ -15,13 +15,16 @@ from orchestrator.clients.vectors import (
     SCROLL_PAGE,
     Hit,
     SearchMode,
+    VectorModel,
     VectorPoint,
+    check_model,
     dense_part,
     similarities,
 )
 from orchestrator.errors import ErrorCode, TritonRagError
 
 FUSION_K = 60  # as the edge adapter
+MODEL_KEY = "tritonrag_model"  # the collection's metadata entry holding its VectorModel
 
 
 class ServerVectors:
@@ -45,9 +48,10 @@ class ServerVectors:
         self._quantization = quantization
         self._hnsw_ef = hnsw_ef
         self._known: dict[str, bool] = {}  # collection -> has sparse vectors
+        self._models: dict[str, VectorModel | None] = {}
         self._lock = threading.Lock()
 
-    def _ensure(self, collection: str, dim: int) -> None:
+    def _ensure(self, collection: str, model: VectorModel) -> None:
         from qdrant_client import models
 
         with self._lock:
@@ -60,8 +64,9 @@ class ServerVectors:
             self._client.create_collection(
                 collection,
                 vectors_config=models.VectorParams(
-                    size=dim, distance=models.Distance.COSINE, on_disk=int8
+                    size=model.dim, distance=models.Distance.COSINE, on_disk=int8
                 ),
+                metadata={MODEL_KEY: model.as_dict()},
                 sparse_vectors_config={
                     sparse.NAME: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
@@ -77,6 +82,15 @@ class ServerVectors:
                 collection, DOCUMENT_KEY, models.PayloadSchemaType.KEYWORD
             )
             self._known[collection] = True
+            self._models[collection] = model
+
+    def model(self, collection: str) -> VectorModel | None:
+        if collection not in self._models:
+            if not self._client.collection_exists(collection):
+                return None
+            metadata = self._client.get_collection(collection).config.metadata or {}
+            self._models[collection] = VectorModel.from_dict(metadata.get(MODEL_KEY))
+        return self._models[collection]
 
     def _sparse_config(self, collection: str) -> bool:
         params = self._client.get_collection(collection).config.params
@@ -92,12 +106,18 @@ class ServerVectors:
             self._known[collection] = self._sparse_config(collection)
         return self._known[collection]
 
-    def upsert(self, collection: str, dim: int, points: Sequence[VectorPoint]) -> None:
+    def upsert(self, collection: str, model: VectorModel, points: Sequence[VectorPoint]) -> None:
         from qdrant_client import models
 
         if not points:
             return
-        self._ensure(collection, dim)
+        check_model(self.model(collection), model.name, model.dim)
+        self._ensure(collection, model)  # a new collection records `model`
+        recorded = self.model(collection)
+        if recorded is None or not set(model.variants) <= set(recorded.variants):
+            merged = recorded.merged(model) if recorded else model
+            self._client.update_collection(collection, metadata={MODEL_KEY: merged.as_dict()})
+            self._models[collection] = merged
         with_sparse = self._known[collection]
         batch = [
             models.PointStruct(id=p.id, vector=_vectors(p, with_sparse), payload=p.payload)
@@ -217,6 +237,7 @@ class ServerVectors:
     def drop(self, collection: str) -> bool:
         with self._lock:
             self._known.pop(collection, None)
+            self._models.pop(collection, None)
         return bool(self._client.delete_collection(collection))
 
     def close(self) -> None:

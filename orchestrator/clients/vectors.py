@@ -12,6 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from orchestrator.errors import ErrorCode, TritonRagError
+
 Matrix = NDArray[np.float32]  # rows of embeddings
 
 DOCUMENT_KEY = "document_id"
@@ -33,6 +35,47 @@ class Hit:
     similarity: float  # cosine with the query embedding whatever the mode: relevance cut-offs
 
 
+@dataclass(frozen=True)
+class VectorModel:
+    """What made a collection's vectors, recorded with the collection when it is created: the
+    embedding model, dimension and distance (a write or search with another model is refused:
+    its vectors mean nothing next to these), and the variants (engine and precision) that
+    wrote into it, shown but not refused: every variant passed export's gate against fp32."""
+
+    name: str
+    dim: int
+    distance: str = "cosine"
+    variants: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "distance": self.distance,
+                "variants": list(self.variants)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any] | None) -> VectorModel | None:
+        if not record or "name" not in record:
+            return None
+        return cls(record["name"], int(record["dim"]), record.get("distance", "cosine"),
+                   tuple(record.get("variants", ())))  # fmt: skip
+
+    def merged(self, other: VectorModel) -> VectorModel:
+        """This record with `other`'s variants added."""
+        variants = tuple(dict.fromkeys(self.variants + other.variants))
+        return VectorModel(self.name, self.dim, self.distance, variants)
+
+
+def check_model(recorded: VectorModel | None, name: str, dim: int) -> None:
+    """Refuse vectors of another model than the one a collection was built with (a collection
+    made before models were recorded has none: anything goes until its next write records it)."""
+    if recorded is not None and (recorded.name, recorded.dim) != (name, dim):
+        raise TritonRagError(
+            ErrorCode.MODEL_MISMATCH,
+            f"this collection holds vectors of {recorded.name} ({recorded.dim} dims); these "
+            f"come from {name} ({dim} dims): re-index it with that model or use another "
+            "collection",
+        )
+
+
 class SearchMode(StrEnum):
     DENSE = "dense"
     SPARSE = "sparse"
@@ -42,7 +85,15 @@ class SearchMode(StrEnum):
 class VectorStore(Protocol):
     """What the workers need from a vector store. Collection names are already tenant-scoped."""
 
-    def upsert(self, collection: str, dim: int, points: Sequence[VectorPoint]) -> None: ...
+    def upsert(self, collection: str, model: VectorModel, points: Sequence[VectorPoint]) -> None:
+        """Creates the collection, recording `model`, if it does not exist; refuses points of
+        another model (check_model)."""
+        ...
+
+    def model(self, collection: str) -> VectorModel | None:
+        """The model recorded with the collection; None if it has none or does not exist."""
+        ...
+
     def delete(self, collection: str, ids: Sequence[str]) -> None: ...
     def delete_document(self, collection: str, document_id: str) -> None: ...
     def document_ids(self, collection: str, document_id: str) -> set[str]: ...

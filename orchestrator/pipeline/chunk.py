@@ -23,8 +23,10 @@ class Chunk:
     end: int
     content_hash: str
 
-    def point_id(self, collection: str, document_id: str) -> str:
-        key = f"{collection}\x1f{document_id}\x1f{self.index}\x1f{self.content_hash}"
+    def point_id(self, collection: str, document_id: str, model: str) -> str:
+        """The same chunk of the same document gets the same id, unless another embedding
+        model made it: its vector is then never reused for this model's."""
+        key = f"{model}\x1f{collection}\x1f{document_id}\x1f{self.index}\x1f{self.content_hash}"
         return str(uuid.uuid5(POINT_NAMESPACE, key))
 
 

@@ -23,6 +23,8 @@ from orchestrator.metrics import TASKS
 class Embedder(Protocol):
     """Texts -> L2-normalised rows, in order (TritonEmbedder behind a sync facade)."""
 
+    variant: str  # the variant (engine and precision) that computed the last call's rows
+
     def __call__(self, texts: list[str]) -> Matrix: ...
 
 
@@ -53,7 +55,7 @@ def retrying(attempts: int, outage_s: float = 0) -> Retrying:
 
 
 def embed_batches(
-    embed: Embedder,
+    embed: Callable[[list[str]], Matrix],
     texts: list[str],
     batch: int,
     attempts: int,

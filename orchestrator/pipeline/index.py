@@ -1,8 +1,10 @@
 """One document through parse -> chunk -> embed -> upsert, converging on the stored state.
 
-Point ids are uuid5(collection, document, chunk index, content hash), so a re-run or a
-redelivery writes the same points; only chunks whose id is new are embedded, and ids the
-document no longer produces are deleted at the end.
+Point ids are uuid5(embedding model, collection, document, chunk index, content hash), so a
+re-run or a redelivery writes the same points; only chunks whose id is new are embedded, and
+ids the document no longer produces are deleted at the end. Each write carries the model
+(clients/vectors.py VectorModel): the store refuses vectors of another model than the one the
+collection was built with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.clients.vectors import Matrix, VectorPoint, VectorStore
+from orchestrator.clients.vectors import Matrix, VectorModel, VectorPoint, VectorStore
 from orchestrator.errors import TritonRagError
 from orchestrator.jobs import JobState, JobStore, scoped
 from orchestrator.metrics import CHUNKS, INGEST_STAGE_SECONDS
@@ -40,6 +42,7 @@ class IndexContext:
     attempts: int
     parse: Callable[[bytes, DocType], str]  # pipeline.isolate.ParseLimits in workers
     outage_s: float = 0  # how long to wait for Triton or the store to come back
+    model: str = ""  # the embedding model's name (settings.embed_model), recorded and checked
 
 
 def ingest(ctx: IndexContext, job_id: str) -> JobState:
@@ -81,7 +84,7 @@ def _index_chunks(
 ) -> None:
     job_id, document_id = job["id"], job["document_id"]
     name = scoped(job["tenant"], job["collection"])
-    ids = [c.point_id(name, document_id) for c in chunks]
+    ids = [c.point_id(name, document_id, ctx.model) for c in chunks]
     existing = _with_retry(ctx, ctx.store.document_ids, name, document_id)
     todo = [(c, i) for c, i in zip(chunks, ids, strict=True) if i not in existing]
     CHUNKS.labels("reused").inc(len(chunks) - len(todo))
@@ -100,8 +103,9 @@ def _index_chunks(
             for (chunk, pid), row in zip(part, rows, strict=True)
         ]
         ctx.jobs.update_job(job_id, state=JobState.INDEXING)
+        model = VectorModel(ctx.model, rows.shape[1], variants=(ctx.embed.variant,))
         with _stage("upsert"):
-            _with_retry(ctx, ctx.store.upsert, name, rows.shape[1], points)
+            _with_retry(ctx, ctx.store.upsert, name, model, points)
         CHUNKS.labels("embedded").inc(len(points))
         ctx.jobs.add_count(job_id, "chunks_embedded", len(points))
         ctx.jobs.update_job(job_id, state=JobState.EMBEDDING)

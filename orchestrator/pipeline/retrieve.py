@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.clients.vectors import SearchMode, VectorStore
+from orchestrator.clients.vectors import SearchMode, VectorStore, check_model
 from orchestrator.errors import ErrorCode, TritonRagError
 
 
@@ -17,10 +17,15 @@ def search(
     text: str = "",
     mode: str = SearchMode.DENSE,
     strict: bool = False,
+    model: str = "",
 ) -> tuple[list[dict[str, Any]], str]:
     """Top `top_k` chunks and the mode that found them; `filters` match `document_id` or keys
     of the upload's metadata. A collection without sparse vectors searches dense, unless the
-    caller named a sparse or hybrid `mode` (`strict`): that is refused, with the way out."""
+    caller named a sparse or hybrid `mode` (`strict`): that is refused, with the way out. A
+    query vector of another `model` than the collection's is refused (empty: not checked, a
+    request from an API of the version before)."""
+    if model:
+        check_model(store.model(collection), model, len(vector))
     wanted = SearchMode(mode)
     if wanted is not SearchMode.DENSE and not store.has_sparse(collection):
         if strict and store.count(collection):

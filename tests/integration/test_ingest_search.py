@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model_repository.backend.encoder import Variant
 from orchestrator.cli import launcher as embedded
 from orchestrator.settings import Settings
 from tests import samples
@@ -86,14 +87,20 @@ def test_sparse_and_hybrid_find_the_exact_term(api: httpx.Client) -> None:
     assert found["sparse"][0] == found["hybrid"][0] == found[None][0] == "runbook-KL-5190.txt"
     assert sorted(found["dense"]) == sorted(CODES)  # dense sees four near-identical notes
     state = api.post("/v1/collections/terms/reindex").raise_for_status().json()
+    served = Variant.load(Settings().model_repository / "embed" / "1").variant
+    model = {"name": Settings().embed_model, "dim": 384, "distance": "cosine", "variants": [served]}
     assert state == {
         "collection": "terms",
         "started": False,
         "reindexing": False,
         "sparse": True,
         "points": 4,
+        "model": model,  # recorded by the first write, from the variant Triton answered with
     }
+    info = api.get("/v1/collections/terms").raise_for_status().json()
+    assert info == {k: v for k, v in state.items() if k != "started"}
     assert api.post("/v1/collections/nowhere/reindex").status_code == 404
+    assert api.get("/v1/collections/nowhere").status_code == 404
 
 
 def test_replace_re_embeds_only_changed_chunks(api: httpx.Client) -> None:

@@ -42,7 +42,8 @@ def _expected_ids(settings: Settings, collection: str, document_id: str, text: s
     chunker = Chunker.from_model_dir(
         settings.chunking_model_dir, settings.chunk_tokens, settings.chunk_overlap
     )
-    return {c.point_id(collection, document_id) for c in chunker.split(text)}
+    chunks = chunker.split(text)
+    return {c.point_id(collection, document_id, settings.embed_model) for c in chunks}
 
 
 def test_killed_worker_task_is_redelivered_without_loss_or_duplicates(

@@ -100,6 +100,8 @@ def test_upload_search_ask_and_delete(page: Page, api: httpx.Client) -> None:
     expect(states).to_have_text(["indexed", "indexed"], timeout=WAIT_MS)
     expect(page.locator("#documents tbody tr")).to_have_count(2)
     expect(page.locator("#documents")).to_contain_text("harbour.txt")
+    model = f"vectors of {Settings().embed_model} (384 dims"
+    expect(page.locator("#collection-model")).to_contain_text(model, timeout=WAIT_MS)
     _shot(page, "documents")
 
     # A file the server refuses (415): its row shows the server's own message.

@@ -155,7 +155,8 @@ def store_check(
     try:
         missing = extra = owned = 0
         for filename, body in docs:
-            expected = {c.point_id(name, filename) for c in chunker.split(body.decode())}
+            chunks = chunker.split(body.decode())
+            expected = {c.point_id(name, filename, settings.embed_model) for c in chunks}
             stored = store.document_ids(name, filename)
             missing += len(expected - stored)
             extra += len(stored - expected)

@@ -43,13 +43,14 @@ def test_point_ids_are_deterministic_and_follow_content(tokenizer: Tokenizer) ->
     first = chunker.split(TEXT)
     again = chunker.split(TEXT)
     changed = chunker.split("Phrase" + TEXT.removeprefix("Sentence"))  # same token count
-    ids = [c.point_id("c", "d") for c in first]
-    assert ids == [c.point_id("c", "d") for c in again]
+    ids = [c.point_id("c", "d", "m") for c in first]
+    assert ids == [c.point_id("c", "d", "m") for c in again]
     assert len(set(ids)) == len(ids)
-    assert ids[1:] == [c.point_id("c", "d") for c in changed][1:]
-    assert ids[0] != changed[0].point_id("c", "d")
-    assert ids[0] != first[0].point_id("c", "other-doc")
-    assert ids[0] != first[0].point_id("other-collection", "d")
+    assert ids[1:] == [c.point_id("c", "d", "m") for c in changed][1:]
+    assert ids[0] != changed[0].point_id("c", "d", "m")
+    assert ids[0] != first[0].point_id("c", "other-doc", "m")
+    assert ids[0] != first[0].point_id("other-collection", "d", "m")
+    assert ids[0] != first[0].point_id("c", "d", "another-model")  # never reused across models
 
 
 def test_overlap_must_be_smaller_than_size(tokenizer: Tokenizer) -> None:

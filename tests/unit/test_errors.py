@@ -14,6 +14,7 @@ def test_every_code_has_the_documented_status() -> None:
         "too_large": 413,
         "unsupported_type": 415,
         "invalid_input": 422,
+        "model_mismatch": 409,
         "overloaded": 429,
         "dependency_not_ready": 503,
         "upstream_timeout": 504,

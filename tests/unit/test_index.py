@@ -27,6 +27,7 @@ class FakeEmbedder:
     """Deterministic unit vectors from a hash of the text; records every call."""
 
     def __init__(self, fail_times: int = 0, error: ErrorCode = ErrorCode.OVERLOADED) -> None:
+        self.variant = "fake"
         self.calls: list[list[str]] = []
         self.fail_times = fail_times
         self.error = error

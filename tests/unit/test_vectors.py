@@ -14,11 +14,14 @@ from qdrant_client import QdrantClient
 from orchestrator.clients import edge
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.qdrant import ServerVectors
-from orchestrator.clients.vectors import SearchMode, VectorPoint, VectorStore
+from orchestrator.clients.vectors import SearchMode, VectorModel, VectorPoint, VectorStore
+from orchestrator.errors import ErrorCode, TritonRagError
+from orchestrator.pipeline import retrieve
 from orchestrator.settings import Settings
 from workers.runtime import open_store
 
 DIM = 16
+MODEL = VectorModel("test-model", DIM, variants=("int8",))
 
 
 @pytest.fixture(params=["edge", "server", "edge-int8", "server-int8"])
@@ -52,7 +55,7 @@ def _points(n: int, docs: int = 3) -> list[VectorPoint]:
 
 def test_nearest_neighbour_is_the_point_itself(store: VectorStore) -> None:
     points = _points(50)
-    store.upsert("c", DIM, points)
+    store.upsert("c", MODEL, points)
     hits = store.search("c", points[17].vector, 5, {})
     assert hits[0].id == points[17].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -60,7 +63,7 @@ def test_nearest_neighbour_is_the_point_itself(store: VectorStore) -> None:
 
 def test_filters_match_document_and_nested_metadata(store: VectorStore) -> None:
     points = _points(60)
-    store.upsert("c", DIM, points)
+    store.upsert("c", MODEL, points)
     hits = store.search("c", points[0].vector, 100, {"document_id": "doc1"})
     assert len(hits) == 20 and {h.payload["document_id"] for h in hits} == {"doc1"}
     hits = store.search("c", points[0].vector, 100, {"document_id": "doc1", "metadata.lang": "en"})
@@ -69,14 +72,14 @@ def test_filters_match_document_and_nested_metadata(store: VectorStore) -> None:
 
 def test_upsert_is_idempotent(store: VectorStore) -> None:
     points = _points(30)
-    store.upsert("c", DIM, points)
-    store.upsert("c", DIM, points)
+    store.upsert("c", MODEL, points)
+    store.upsert("c", MODEL, points)
     assert store.count("c") == 30
 
 
 def test_document_ids_and_deletes(store: VectorStore) -> None:
     points = _points(30)
-    store.upsert("c", DIM, points)
+    store.upsert("c", MODEL, points)
     assert store.document_ids("c", "doc2") == {p.id for p in points[2::3]}
     store.delete_document("c", "doc2")
     assert store.document_ids("c", "doc2") == set() and store.count("c") == 20
@@ -86,8 +89,8 @@ def test_document_ids_and_deletes(store: VectorStore) -> None:
 
 
 def test_collections_are_separate_and_drop(store: VectorStore) -> None:
-    store.upsert("a", DIM, _points(10))
-    store.upsert("b", DIM, _points(4))
+    store.upsert("a", MODEL, _points(10))
+    store.upsert("b", MODEL, _points(4))
     assert (store.count("a"), store.count("b")) == (10, 4)
     assert store.drop("a") is True
     assert store.count("a") == 0 and store.search("a", _points(1)[0].vector, 3, {}) == []
@@ -105,7 +108,7 @@ def test_unknown_collection_reads_as_empty(store: VectorStore) -> None:
 def test_edge_shard_persists_across_reopen(tmp_path: Path) -> None:
     points = _points(20)
     first = EdgeVectors(tmp_path)
-    first.upsert("c", DIM, points)
+    first.upsert("c", MODEL, points)
     first.close()
     second = EdgeVectors(tmp_path)
     assert second.count("c") == 20
@@ -117,11 +120,11 @@ def test_edge_indexes_in_the_background_and_keeps_writes_made_meanwhile(tmp_path
     store = EdgeVectors(tmp_path, index_threshold=2000)
     points = _points(2500, docs=5)
     try:
-        store.upsert("c", DIM, points[:1000])
+        store.upsert("c", MODEL, points[:1000])
         assert not store.indexing("c") and store.unindexed("c") == 1000
-        store.upsert("c", DIM, points[1000:2000])  # crosses the threshold: a child builds HNSW
+        store.upsert("c", MODEL, points[1000:2000])  # crosses the threshold: a child builds HNSW
         assert store.indexing("c")
-        store.upsert("c", DIM, points[2000:])  # while it builds: served and logged
+        store.upsert("c", MODEL, points[2000:])  # while it builds: served and logged
         store.delete_document("c", "doc4")
         hits = store.search("c", points[2001].vector, 1, {})
         assert hits[0].id == points[2001].id
@@ -138,12 +141,12 @@ def test_edge_indexes_in_the_background_and_keeps_writes_made_meanwhile(tmp_path
     reopened = EdgeVectors(tmp_path, index_threshold=2000)
     assert reopened.count("c") == 2000 and not reopened.indexing("c")
     reopened.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".next", ".old", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [edge.MODELS, ".next", ".old", "c"]
 
 
 def test_int8_quantization_is_in_a_new_shards_config(tmp_path: Path) -> None:
     store = EdgeVectors(tmp_path, quantization="int8")
-    store.upsert("c", DIM, _points(3))
+    store.upsert("c", MODEL, _points(3))
     store.close()
     vectors = json.loads((tmp_path / "c" / "edge_config.json").read_text())["vectors"][""]
     assert vectors["quantization_config"]["scalar"]["type"] == "int8"
@@ -165,7 +168,8 @@ def test_a_larger_hnsw_ef_finds_more_exact_neighbours_and_builds_release_memory(
     points = [VectorPoint(f"{i:032x}", rows[i].tolist(), {}) for i in range(len(rows))]
     try:
         # 10.5 MB of vectors: past Qdrant's full-scan threshold (10 MB), so HNSW answers.
-        store.upsert("c", 384, points)  # reaches the threshold: every point is indexed
+        # Reaches the threshold: every point is indexed.
+        store.upsert("c", VectorModel("test-model", 384), points)
         deadline = time.monotonic() + 120
         while store.indexing("c") and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -202,7 +206,7 @@ def _texts(n: int) -> list[VectorPoint]:
 
 def test_sparse_finds_the_exact_term_and_hybrid_keeps_it(store: VectorStore) -> None:
     points = _texts(40)
-    store.upsert("c", DIM, points)
+    store.upsert("c", MODEL, points)
     assert store.has_sparse("c") and not store.has_sparse("nope")
     query = points[0].vector  # dense: point 0 is nearest; words: point 23 holds meadow23
     found = store.search("c", query, 3, {}, text="which value is meadow23?", mode=SearchMode.SPARSE)
@@ -227,7 +231,7 @@ def test_hybrid_fuses_by_distribution_when_asked(kind: str, tmp_path: Path) -> N
         else ServerVectors(QdrantClient(location=":memory:"), fusion="dbsf")
     )
     points = _texts(40)
-    store.upsert("c", DIM, points)
+    store.upsert("c", MODEL, points)
     hybrid = store.search("c", points[0].vector, 5, {}, "meadow23", SearchMode.HYBRID)
     assert {points[0].id, points[23].id} <= {h.id for h in hybrid}
     rrf_top = 2 / 61  # the most a point can score by rank fusion: first in both
@@ -253,7 +257,7 @@ def test_edge_reindex_adds_sparse_vectors_while_searches_answer(tmp_path: Path) 
     try:
         assert not store.has_sparse("c")
         assert store.reindex("c") and store.indexing("c") and not store.reindex("c")
-        store.upsert("c", DIM, points[200:])  # during the rebuild: logged, replayed
+        store.upsert("c", MODEL, points[200:])  # during the rebuild: logged, replayed
         hit = store.search("c", points[5].vector, 1, {}, "orchard3", SearchMode.HYBRID)[0]
         assert hit.id == points[5].id  # still the dense shard
         deadline = time.monotonic() + 120
@@ -286,3 +290,46 @@ def test_dropping_a_collection_during_its_reindex_leaves_nothing(tmp_path: Path)
     store.close()
     leftovers = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_dir()]
     assert all(p.name in (".next", ".old") for p in leftovers), leftovers
+
+
+def test_a_collection_records_its_model_and_refuses_another(store: VectorStore) -> None:
+    """The first write records the model; another variant of it adds itself; another model
+    (or dimension) is refused on write and on search; dropping forgets the record."""
+    assert store.model("c") is None
+    store.upsert("c", MODEL, _points(4))
+    assert store.model("c") == MODEL
+    store.upsert("c", VectorModel("test-model", DIM, variants=("openvino-bf16",)), _points(2))
+    assert store.model("c") == VectorModel("test-model", DIM, variants=("int8", "openvino-bf16"))
+    for other in (VectorModel("other-model", DIM), VectorModel("test-model", DIM + 1)):
+        with pytest.raises(TritonRagError) as refused:
+            store.upsert("c", other, _points(1, docs=1))
+        assert refused.value.code is ErrorCode.MODEL_MISMATCH and "test-model" in str(refused.value)
+    assert store.count("c") == 4  # nothing of the refused writes landed
+    query = _points(1)[0].vector
+    with pytest.raises(TritonRagError) as refused:
+        retrieve.search(store, "c", query, 3, {}, model="other-model")
+    assert refused.value.code.status == 409
+    hits, _ = retrieve.search(store, "c", query, 3, {}, model="test-model")
+    assert hits and hits[0]["chunk_id"] == _points(1)[0].id
+    assert store.drop("c") and store.model("c") is None
+    store.upsert("c", VectorModel("other-model", DIM), _points(1))  # a new collection, anew
+    assert store.model("c") == VectorModel("other-model", DIM)
+
+
+def test_the_edge_record_survives_a_restart_and_a_collection_without_one_adopts_the_first(
+    tmp_path: Path,
+) -> None:
+    first = EdgeVectors(tmp_path)
+    first.upsert("c", MODEL, _points(3))
+    first.close()
+    again = EdgeVectors(tmp_path)
+    assert again.model("c") == MODEL
+    # A collection made before models were recorded: searches pass, the next write records.
+    (tmp_path / edge.MODELS / "c.json").unlink()
+    legacy = EdgeVectors(tmp_path)
+    assert legacy.model("c") is None
+    assert retrieve.search(legacy, "c", _points(1)[0].vector, 1, {}, model="any-model")[0]
+    legacy.upsert("c", MODEL, _points(1))
+    assert legacy.model("c") == MODEL
+    for store in (again, legacy):
+        store.close()

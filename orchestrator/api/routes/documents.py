@@ -17,6 +17,7 @@ from orchestrator.api.schemas import (
     COLLECTION_PATTERN,
     DOCUMENT_ID_PATTERN,
     ERROR_RESPONSES,
+    CollectionStatus,
     DocumentPage,
     ReindexStatus,
     UploadedDocument,
@@ -24,7 +25,14 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.jobs import require, scoped
-from orchestrator.lanes import DELETE_DOCUMENT, DROP_COLLECTION, INGEST, INGEST_DOCUMENT, REINDEX
+from orchestrator.lanes import (
+    COLLECTION_INFO,
+    DELETE_DOCUMENT,
+    DROP_COLLECTION,
+    INGEST,
+    INGEST_DOCUMENT,
+    REINDEX,
+)
 from orchestrator.pipeline.parse import sniff
 
 router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
@@ -201,3 +209,15 @@ async def reindex_collection(
 @router.get("/collections")
 async def list_collections(services: ServicesDep, tenant: TenantDep) -> dict[str, list[str]]:
     return {"data": await asyncio.to_thread(services.jobs.collections, tenant)}
+
+
+@router.get("/collections/{collection}")
+async def get_collection(
+    collection: Collection, services: ServicesDep, tenant: TenantDep
+) -> CollectionStatus:
+    """What the store holds: points, sparse vectors, a build running, and the embedding model
+    that made the vectors (a search or upload with another model is refused with 409)."""
+    await services.require_collection(tenant, collection)
+    timeout = services.settings.search_timeout_s
+    state = await services.call(COLLECTION_INFO, scoped(tenant, collection), timeout_s=timeout)
+    return CollectionStatus(collection=collection, **state)

@@ -125,6 +125,7 @@ function select(name) {
   state.conversation = [];
   $("main").hidden = false;
   $("collection-title").textContent = name;
+  $("collection-model").textContent = "";
   $("hits").replaceChildren();
   $("answer").replaceChildren();
   $("citations").replaceChildren();
@@ -202,6 +203,23 @@ async function loadDocuments() {
   );
   if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 6, textContent: "No documents yet." })));
   $("documents").tBodies[0].replaceChildren(...rows);
+  loadModel();
+}
+
+// The embedding model that made the collection's vectors (a search or upload with another
+// is refused), and whether every search mode works yet.
+async function loadModel() {
+  let info = null;
+  try {
+    info = await api(base());
+  } catch (error) {
+    if (error.status !== 404) return say(error.message, true);
+  }
+  const model = info?.model;
+  $("collection-model").textContent = model
+    ? `${info.points} vectors of ${model.name} (${model.dim} dims, ${model.variants.join(", ")})` +
+      (info.reindexing ? " · re-indexing" : "") + (info.sparse ? "" : " · dense search only")
+    : "";
 }
 
 async function deleteDocument(id) {
