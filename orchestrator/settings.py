@@ -92,6 +92,28 @@ class Settings(BaseSettings):
         None, description="Qdrant server for vectors; unset: an embedded qdrant-edge shard."
     )
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server.")
+    qdrant_shard_number: int | None = Field(
+        None,
+        ge=1,
+        description="Shards of the model's collection on a Qdrant cluster (None: "
+        "the server's default, one per node).",
+    )
+    qdrant_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Copies of each shard on a Qdrant cluster (None: the server's default, 1).",
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replicas that must apply a write before it is acknowledged "
+        "(None: the server's default, 1).",
+    )
+    qdrant_write_ordering: Literal["weak", "medium", "strong"] = Field(
+        "weak",
+        description="Qdrant's write ordering: strong routes every write through the "
+        "shard's leader, so replicas apply writes in one order (slower).",
+    )
     edge_index_threshold: int = Field(
         20_000,
         description="Unindexed points in an edge shard that start a background HNSW build.",

@@ -115,13 +115,24 @@ def open_store(settings: Settings) -> VectorStore:
     if settings.qdrant_url:
         from qdrant_client import QdrantClient
 
-        from orchestrator.clients.qdrant import ServerVectors
+        from orchestrator.clients.qdrant import Layout, ServerVectors
 
         if settings.qdrant_url.startswith(":memory:"):
-            return ServerVectors(QdrantClient(location=":memory:"))
+            return ServerVectors(QdrantClient(location=":memory:"), settings.embed_model)
         client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        layout = Layout(
+            settings.qdrant_shard_number,
+            settings.qdrant_replication_factor,
+            settings.qdrant_write_consistency_factor,
+            settings.qdrant_write_ordering,
+        )
         return ServerVectors(
-            client, settings.vector_quantization, settings.search_hnsw_ef, settings.search_fusion
+            client,
+            settings.embed_model,
+            settings.vector_quantization,
+            settings.search_hnsw_ef,
+            settings.search_fusion,
+            layout,
         )
     from orchestrator.clients.edge import EdgeVectors  # loads the engine: only where it runs
 

@@ -5,6 +5,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from qdrant_client import QdrantClient
 
 from orchestrator.clients import edge
 from orchestrator.clients.edge import EdgeVectors
-from orchestrator.clients.qdrant import ServerVectors
+from orchestrator.clients.qdrant import Layout, ServerVectors
 from orchestrator.clients.vectors import SearchMode, VectorModel, VectorPoint, VectorStore
 from orchestrator.errors import ErrorCode, TritonRagError
 from orchestrator.pipeline import retrieve
@@ -34,7 +35,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
     if kind == "edge":
         adapter = EdgeVectors(tmp_path / "shards", quantization=quantization or "none", hnsw_ef=ef)
     else:
-        adapter = ServerVectors(QdrantClient(location=":memory:"), quantization or "none", ef)
+        client = QdrantClient(location=":memory:")
+        adapter = ServerVectors(client, MODEL.name, quantization or "none", ef)
     yield adapter
     adapter.close()
 
@@ -228,7 +230,7 @@ def test_hybrid_fuses_by_distribution_when_asked(kind: str, tmp_path: Path) -> N
     store: VectorStore = (
         EdgeVectors(tmp_path, fusion="dbsf")
         if kind == "edge"
-        else ServerVectors(QdrantClient(location=":memory:"), fusion="dbsf")
+        else ServerVectors(QdrantClient(location=":memory:"), MODEL.name, fusion="dbsf")
     )
     points = _texts(40)
     store.upsert("c", MODEL, points)
@@ -312,8 +314,12 @@ def test_a_collection_records_its_model_and_refuses_another(store: VectorStore) 
     hits, _ = retrieve.search(store, "c", query, 3, {}, model="test-model")
     assert hits and hits[0]["chunk_id"] == _points(1)[0].id
     assert store.drop("c") and store.model("c") is None
-    store.upsert("c", VectorModel("other-model", DIM), _points(1))  # a new collection, anew
-    assert store.model("c") == VectorModel("other-model", DIM)
+    if isinstance(store, EdgeVectors):  # a new shard records the model anew
+        store.upsert("c", VectorModel("other-model", DIM), _points(1))
+        assert store.model("c") == VectorModel("other-model", DIM)
+    else:  # a server's physical collection holds one model's vectors, every collection's
+        with pytest.raises(TritonRagError):
+            store.upsert("c", VectorModel("other-model", DIM), _points(1))
 
 
 def test_the_edge_record_survives_a_restart_and_a_collection_without_one_adopts_the_first(
@@ -333,3 +339,57 @@ def test_the_edge_record_survives_a_restart_and_a_collection_without_one_adopts_
     assert legacy.model("c") == MODEL
     for store in (again, legacy):
         store.close()
+
+
+def test_tenants_sharing_a_store_never_see_each_other(store: VectorStore) -> None:
+    """Two tenants' collections side by side (on a server: in one physical collection): 1,000
+    probe searches by tenant B, in every mode, with tenant A's own vectors and words, never
+    return A's points; B's counts, listings, deletes and drop leave A whole."""
+    a, b = _texts(40), _texts(40)[:10]
+    store.upsert("tenant-a__docs", MODEL, a)
+    store.upsert("tenant-b__docs", MODEL, b)  # the same ids as A's first ten
+    mine = {p.id for p in b}
+    modes = list(SearchMode)
+    for k in range(1000):
+        point = a[k % len(a)]
+        found = store.search(
+            "tenant-b__docs", point.vector, 10, {}, str(point.payload["text"]), modes[k % 3]
+        )
+        assert {h.id for h in found} <= mine
+        assert all(h.payload["document_id"] in {"doc0", "doc1", "doc2"} for h in found)
+    assert store.document_ids("tenant-b__docs", "doc0") == {p.id for p in b[::3]}
+    store.delete("tenant-b__docs", [b[0].id])
+    store.delete_document("tenant-b__docs", "doc1")
+    assert store.drop("tenant-b__docs") and store.count("tenant-b__docs") == 0
+    assert store.count("tenant-a__docs") == 40
+    assert store.document_ids("tenant-a__docs", "doc0") == {p.id for p in a[::3]}
+    assert store.search("tenant-a__docs", a[0].vector, 1, {})[0].id == a[0].id
+
+
+def test_a_server_keeps_one_physical_collection_per_model_behind_an_alias(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = QdrantClient(location=":memory:")
+    created: list[dict[str, Any]] = []  # local mode ignores the cluster layout: read the request
+    create = client.create_collection
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        created.append(kwargs)
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(client, "create_collection", recorded)
+    layout = Layout(shard_number=3, replication_factor=2, write_consistency_factor=2)
+    store = ServerVectors(client, "Org/Some-Model_v2", layout=layout)
+    for tenant in ("t1", "t2", "t3"):
+        store.upsert(f"{tenant}__docs", VectorModel("Org/Some-Model_v2", DIM), _points(5))
+    (alias,) = client.get_aliases().aliases
+    assert (alias.alias_name, alias.collection_name) == (
+        "tritonrag-org-some-model-v2",
+        "tritonrag-org-some-model-v2-1",
+    )
+    assert [c.name for c in client.get_collections().collections] == [alias.collection_name]
+    (request,) = created
+    assert (request["shard_number"], request["replication_factor"]) == (3, 2)
+    assert request["write_consistency_factor"] == 2
+    assert request["metadata"]["tritonrag_model"]["name"] == "Org/Some-Model_v2"
+    assert client.count(alias.alias_name, exact=True).count == 15
