@@ -5,6 +5,8 @@ judges each by the same retrieval gate and times it the same way."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -82,7 +84,9 @@ def _nncf(
     import openvino as ov
 
     model = ov.Core().read_model(str(source))
-    with quiet():
+    nncf.set_log_level(logging.WARNING)  # its statistics tables; warnings and errors still show
+    # Its progress bars (rich, on stdout) would fill the export's output; failures raise.
+    with quiet(), contextlib.redirect_stdout(io.StringIO()):
         if build == "int8-weights":
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         else:
