@@ -11,6 +11,7 @@ OpenVINO running the fp32 graph (at fp32, or bf16 where the CPU has it); both si
 
 from __future__ import annotations
 
+import fcntl
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -159,15 +160,21 @@ class OpenVinoSession:
 def compile_openvino(path: Path, threads: int, precision: str) -> Any:
     import openvino as ov  # only where OpenVINO won: ~180 MB of libraries stay unloaded
 
+    cache = path.parent / "openvino_cache"
+    cache.mkdir(exist_ok=True)
     core = ov.Core()
-    core.set_property({"CACHE_DIR": str(path.parent / "openvino_cache")})
+    core.set_property({"CACHE_DIR": str(cache)})
     config = {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": precision,
     }
-    return core.compile_model(core.read_model(str(path)), "CPU", config)
+    # Triton starts the instances side by side: compiling at once, they wrote the same cache
+    # blob and one failed to load. One at a time, the first writes it and the rest read it.
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return core.compile_model(core.read_model(str(path)), "CPU", config)
 
 
 def open_sessions(folder: Path, meta: Variant, threads: int, count: int) -> list[Session]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -88,3 +91,31 @@ def test_an_nncf_int8_ir_encodes_near_fp32_and_publishes_with_its_weights(tmp_pa
     publish(folder, model, {})
     assert {"model.xml", "model.bin", "tokenizer.json"} <= {f.name for f in (model / "1").iterdir()}
     assert Variant.load(model / "1").variant == candidate.name
+
+
+# One instance of Triton's, starting at a given time: compile (or read the cache) and encode.
+INSTANCE = """
+import sys, time
+from pathlib import Path
+from model_repository.backend.encoder import OnnxEncoder
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+OnnxEncoder(Path(sys.argv[1]), threads=1).encode(["a text"])
+"""
+
+
+def test_instances_starting_together_share_one_openvino_cache(tmp_path: Path) -> None:
+    """Triton starts a model's instances side by side, each compiling into the same cache
+    folder. Without a lock, one that started while another wrote the blob read it half
+    written, deleted it and the writer failed (or crashed on the truncated mmap): 8 of 40
+    staggered starts, measured. They must all load."""
+    folder = tmp_path / "openvino"
+    shutil.copytree(FP32, folder, ignore=shutil.ignore_patterns("openvino_cache"))
+    replace(Variant.load(FP32), variant="openvino-fp32", engine="openvino",
+            precision="f32").save(folder)  # fmt: skip
+    start = time.time() + 3
+    runs = [
+        subprocess.Popen([sys.executable, "-c", INSTANCE, str(folder), str(start + 0.12 * k)])
+        for k in range(10)
+    ]
+    assert [run.wait(timeout=120) for run in runs] == [0] * 10
+    assert any((folder / "openvino_cache").glob("*.blob"))
