@@ -85,6 +85,7 @@ class EdgeVectors:
         self._root.mkdir(parents=True, exist_ok=True)
         self._collections: dict[str, _Collection] = {}
         self._models: dict[str, VectorModel | None] = {}
+        self._recording = threading.Lock()
         self._lock = threading.Lock()
         self._threshold = index_threshold
 
@@ -199,12 +200,10 @@ class EdgeVectors:
     def upsert(self, collection: str, model: VectorModel, points: Sequence[VectorPoint]) -> None:
         if not points:
             return
-        recorded = self.model(collection)
-        check_model(recorded, model.name, model.dim)
+        check_model(self.model(collection), model.name, model.dim)
         entry = self._get(collection, model.dim)
         assert entry is not None  # created when dim is given
-        if recorded is None or not set(model.variants) <= set(recorded.variants):
-            self._record(collection, recorded.merged(model) if recorded else model)
+        self._record(collection, model)
         words = [sparse.document(str(p.payload.get("text", ""))) for p in points]
 
         def write(shard: Any, with_sparse: bool) -> None:
@@ -268,13 +267,19 @@ class EdgeVectors:
             return self._models[collection]
 
     def _record(self, collection: str, model: VectorModel) -> None:
-        folder = self._root / MODELS
-        folder.mkdir(exist_ok=True)
-        staging = folder / f".{collection}.json"
-        staging.write_text(json.dumps(model.as_dict()) + "\n")
-        with self._lock:
+        """Record `model` (or add its variants) unless the record already says it. Ingest
+        threads write a new collection's first batches at once: one at a time here."""
+        with self._recording:
+            recorded = self._models.get(collection)
+            if recorded is not None and set(model.variants) <= set(recorded.variants):
+                return
+            merged = recorded.merged(model) if recorded else model
+            folder = self._root / MODELS
+            folder.mkdir(exist_ok=True)
+            staging = folder / f".{collection}.json"
+            staging.write_text(json.dumps(merged.as_dict()) + "\n")
             staging.replace(folder / f"{collection}.json")
-            self._models[collection] = model
+            self._models[collection] = merged
 
     def has_sparse(self, collection: str) -> bool:
         entry = self._get(collection, None)

@@ -4,6 +4,7 @@ standing in for a Qdrant server)."""
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +394,25 @@ def test_a_server_keeps_one_physical_collection_per_model_behind_an_alias(
     assert request["write_consistency_factor"] == 2
     assert request["metadata"]["tritonrag_model"]["name"] == "Org/Some-Model_v2"
     assert client.count(alias.alias_name, exact=True).count == 15
+
+
+def test_threads_writing_a_new_collection_at_once_record_its_model_once(tmp_path: Path) -> None:
+    """Ingest threads write a new collection's first batches together: every write lands and
+    the record holds each variant that wrote."""
+    store = EdgeVectors(tmp_path)
+    points = _points(64)
+    variants = ["int8", "openvino-bf16"] * 4
+
+    def write(k: int) -> None:
+        model = VectorModel("test-model", DIM, variants=(variants[k],))
+        store.upsert("c", model, points[8 * k : 8 * k + 8])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))
+    assert store.count("c") == 64
+    wanted = VectorModel("test-model", DIM, variants=("int8", "openvino-bf16"))
+    recorded = store.model("c")
+    assert recorded is not None and set(recorded.variants) == set(wanted.variants)
+    store.close()
+    reopened = EdgeVectors(tmp_path).model("c")
+    assert reopened is not None and set(reopened.variants) == set(wanted.variants)
