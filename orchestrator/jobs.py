@@ -8,6 +8,7 @@ import random
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -67,6 +68,17 @@ def cancel_key(request_id: str) -> str:
     return f"{PREFIX}cancel:{request_id}"
 
 
+def live_key(collection: str) -> str:
+    """Which physical collection and embedding model a (scoped) collection reads and writes
+    now; absent: the collection's own name and the served model (pipeline/rebuild.py)."""
+    return f"{PREFIX}live:{collection}"
+
+
+def rebuild_key(collection: str) -> str:
+    """A re-index into a new physical collection: its state and progress."""
+    return f"{PREFIX}rebuild:{collection}"
+
+
 def answer_cache_key(digest: str) -> str:
     return f"{PREFIX}acache:{digest}"
 
@@ -83,6 +95,15 @@ UNCOVERED = "\x00uncovered"
 def jittered(ttl_s: int, spread: float = 0.1) -> int:
     """`ttl_s` give or take `spread`, so entries written together do not expire together."""
     return max(1, round(ttl_s * random.uniform(1 - spread, 1 + spread)))
+
+
+@dataclass(frozen=True)
+class Live:
+    """Where a collection's points are now: the physical collection and the embedding model
+    (a Triton model name) that made them."""
+
+    physical: str
+    model: str
 
 
 class JobStore:
@@ -226,10 +247,76 @@ class JobStore:
         return sorted(m.decode() for m in members)  # type: ignore[union-attr]
 
     def remove_collection(self, tenant: str, collection: str) -> bool:
+        name = scoped(tenant, collection)
         pipe = self.redis.pipeline()
-        pipe.delete(self._docs(tenant, collection))
+        pipe.delete(self._docs(tenant, collection), live_key(name), rebuild_key(name))
         pipe.srem(collections_key(tenant), collection)
         return bool(pipe.execute()[1])
+
+    def versions(self, tenant: str, collection: str) -> dict[str, str]:
+        """Each document's version: the job that last touched it, and its state."""
+        raws = self.redis.hgetall(self._docs(tenant, collection))
+        records = (json.loads(r) for r in raws.values())
+        return {
+            r["document_id"]: f"{r['job_id']}:{r['state']}"
+            for r in records
+            if not r.get("deleting")
+        }
+
+    def mark_deleting(self, tenant: str, collection: str, document_id: str) -> None:
+        """Before its chunks are deleted: a re-index (pipeline/rebuild.py) stops copying it."""
+        key = self._docs(tenant, collection)
+        raw = self.redis.hget(key, document_id)
+        if raw:
+            self.redis.hset(key, document_id, json.dumps(json.loads(raw) | {"deleting": True}))
+
+    # --- where a collection lives (pipeline/rebuild.py) ---
+    def where(self, collection: str, served: str) -> Live:
+        """The collection's live record; without one, its own name and the `served` model."""
+        return live_of(self.redis.get(live_key(collection)), collection, served)
+
+    def physicals(self, collection: str, served: str) -> list[str]:
+        """Every physical collection that may hold the collection's points: the live one, and a
+        re-index's new or old one."""
+        live = self.where(collection, served).physical
+        record = self.rebuild(collection) if self.redis.exists(rebuild_key(collection)) else {}
+        others = [record.get("physical"), record.get("source")]
+        return [live, *sorted({str(p) for p in others if p and p != live})]
+
+    def next_generation(self, collection: str) -> int:
+        return int(self.redis.incr(f"{PREFIX}generation:{collection}"))
+
+    def set_live(self, collection: str, physical: str, model: str) -> None:
+        self.redis.set(live_key(collection), json.dumps({"physical": physical, "model": model}))
+
+    def rebuild(self, collection: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(rebuild_key(collection))
+        return {k.decode(): _dec(k.decode(), v.decode()) for k, v in raw.items()}  # type: ignore[union-attr]
+
+    def update_rebuild(self, collection: str, **fields: Any) -> None:
+        mapping: dict[Any, Any] = {k: _enc(v) for k, v in fields.items()}
+        self.redis.hset(rebuild_key(collection), mapping=mapping | {"updated_at": time.time()})
+
+    def claim_rebuild(self, collection: str, fields: dict[str, Any], stale: float) -> bool:
+        """Record a new re-index unless one is running (one not updated since `stale` is
+        not: its worker died); True: this caller starts it."""
+        key = rebuild_key(collection)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    state, updated = pipe.hmget(key, ["state", "updated_at"])
+                    if state == b"running" and float(updated or 0) > stale:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.delete(key)
+                    mapping: dict[Any, Any] = {k: _enc(v) for k, v in fields.items()}
+                    pipe.hset(key, mapping=mapping | {"updated_at": time.time()})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def forget_answers(self, collection: str, document_id: str | None = None) -> int:
         """Drop cached answers resting on the document (or on any document of the collection)."""
@@ -249,8 +336,15 @@ class JobStore:
         return int(self.redis.llen(queue))
 
 
-_NUMERIC = {"bytes", "deliveries", *COUNTERS}
-_FLOATS = {"created_at", "updated_at", "started_at", "finished_at"}
+_NUMERIC = {"bytes", "deliveries", "documents_total", "documents_copied", *COUNTERS}
+_FLOATS = {"created_at", "updated_at", "started_at", "finished_at", "swapped_at"}
+
+
+def live_of(raw: Any, collection: str, served: str) -> Live:
+    if not raw:
+        return Live(collection, served)
+    record = json.loads(raw)
+    return Live(record["physical"], record["model"])
 
 
 def _enc(value: Any) -> str:

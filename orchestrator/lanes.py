@@ -41,6 +41,7 @@ DELETE_DOCUMENT = "tritonrag.delete_document"
 DROP_COLLECTION = "tritonrag.drop_collection"
 PING = "tritonrag.ping"
 REINDEX = "tritonrag.reindex"
+REBUILD = "tritonrag.rebuild"
 COLLECTION_INFO = "tritonrag.collection_info"
 ANSWER = "tritonrag.answer"
 
@@ -52,6 +53,7 @@ ROUTES = {
     PING: QUERY,
     REINDEX: QUERY,  # the shard's owner serves the query lane; the work runs in a child
     COLLECTION_INFO: QUERY,
+    REBUILD: INGEST,  # embeds every chunk again: bulk work
     ANSWER: LLM,
 }
 

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         description="Memory a document's parser (its own process) may take above an idle "
         "parser; past it the document fails.",
     )
+    reindex_grace_s: float = Field(
+        30.0,
+        description="After a re-index swaps a collection, how long its old physical collection "
+        "stays for searches in flight before it is dropped.",
+    )
     task_retries: int = Field(4, description="Retries with backoff on Triton/Qdrant errors.")
     outage_wait_s: float = Field(
         600.0,

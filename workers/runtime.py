@@ -52,8 +52,8 @@ class SyncEmbedder:
 
         return TritonEmbedder(grpcclient.InferenceServerClient(settings.triton_grpc_url), settings)
 
-    def __call__(self, texts: list[str]) -> Matrix:
-        result = self._loop.run(self._client.embed(texts))
+    def __call__(self, texts: list[str], model: str | None = None) -> Matrix:
+        result = self._loop.run(self._client.embed(texts, model))
         self.variant = result.variant
         return result.embeddings
 

@@ -22,7 +22,7 @@ from celery.signals import (
 from orchestrator import lanes, tracing
 from orchestrator.jobs import JobState, scoped
 from orchestrator.metrics import STORE_SEARCH_SECONDS, TASKS
-from orchestrator.pipeline import index, retrieve
+from orchestrator.pipeline import index, rebuild, retrieve
 from workers import liveness, metrics, search_lane
 from workers.celery_app import app, settings
 from workers.gate import IngestGate, bind_step
@@ -121,9 +121,13 @@ def search(request_id: str, queries: list[dict[str, Any]]) -> None:
 
 @app.task(name=lanes.DELETE_DOCUMENT)
 def delete_document(request_id: str, collection: str, document_id: str) -> None:
+    """From every physical collection that may hold it (a re-index may be copying it)."""
+
     def work() -> Any:
-        runtime().jobs.forget_answers(collection, document_id)
-        return runtime().store.delete_document(collection, document_id)
+        rt = runtime()
+        rt.jobs.forget_answers(collection, document_id)
+        for physical in rt.jobs.physicals(collection, settings.embed_model):
+            rt.store.delete_document(physical, document_id)
 
     _answer(request_id, work)
 
@@ -131,8 +135,10 @@ def delete_document(request_id: str, collection: str, document_id: str) -> None:
 @app.task(name=lanes.DROP_COLLECTION)
 def drop_collection(request_id: str, collection: str) -> None:
     def work() -> Any:
-        runtime().jobs.forget_answers(collection)
-        return runtime().store.drop(collection)
+        rt = runtime()
+        rt.jobs.forget_answers(collection)
+        physicals = rt.jobs.physicals(collection, settings.embed_model)
+        return any([rt.store.drop(physical) for physical in physicals])
 
     _answer(request_id, work)
 
@@ -142,28 +148,47 @@ def reindex(request_id: str, collection: str) -> None:
     """Start a collection's re-index (sparse vectors) if it needs one; reply with its state."""
 
     def work() -> dict[str, Any]:
-        started = runtime().store.reindex(collection)
+        physical = runtime().jobs.where(collection, settings.embed_model).physical
+        started = runtime().store.reindex(physical)
         state = _state(collection)
         return state | {"started": started, "reindexing": started or state["reindexing"]}
 
     _answer(request_id, work)
 
 
+@app.task(name=lanes.REBUILD)
+def rebuild_collection(tenant: str, collection: str, physical: str) -> str:
+    """Re-index a collection into `physical` (claimed by the API: pipeline/rebuild.py); run
+    again after the grace period, to drop the old collection."""
+    rt, s = runtime(), settings
+    ctx = rebuild.RebuildContext(
+        rt.store, rt.jobs, rt.index.embed, s.embed_batch, s.task_retries, s.outage_wait_s,
+        s.reindex_grace_s,
+    )  # fmt: skip
+    state = rebuild.run(ctx, tenant, collection, physical)
+    if state == "swapped":
+        rebuild_collection.apply_async((tenant, collection, physical), countdown=s.reindex_grace_s)
+    return state
+
+
 @app.task(name=lanes.COLLECTION_INFO)
 def collection_info(request_id: str, collection: str) -> None:
     """What the store holds for a collection: points, sparse vectors, a build running, the
-    embedding model that made its vectors."""
+    embedding model that made its vectors, a re-index into a new collection."""
     _answer(request_id, lambda: _state(collection))
 
 
 def _state(collection: str) -> dict[str, Any]:
-    store = runtime().store
-    model = store.model(collection)
+    rt = runtime()
+    physical = rt.jobs.where(collection, settings.embed_model).physical
+    model = rt.store.model(physical)
+    progress = rt.jobs.rebuild(collection)
     return {
-        "reindexing": store.indexing(collection),
-        "sparse": store.has_sparse(collection),
-        "points": store.count(collection),
+        "reindexing": rt.store.indexing(physical) or progress.get("state") == "running",
+        "sparse": rt.store.has_sparse(physical),
+        "points": rt.store.count(physical),
         "model": model.as_dict() if model else None,
+        "rebuild": progress or None,
     }
 
 

@@ -62,9 +62,11 @@ class SearchBatcher:
         filters: dict[str, Any],
         text: str = "",
         mode: str | None = None,
+        model: str | None = None,
     ) -> Found:
         """`text` feeds the sparse (BM25) half; a `mode` the caller named is `strict`: the
-        worker refuses it on a collection without sparse vectors instead of falling back."""
+        worker refuses it on a collection without sparse vectors instead of falling back.
+        `model` made `vector` (default: the served one)."""
         query = {
             "collection": collection,
             "vector": vector,
@@ -73,7 +75,7 @@ class SearchBatcher:
             "text": text,
             "mode": mode or self._default_mode,
             "strict": mode is not None,
-            "model": self._model,
+            "model": model or self._model,
         }
         future: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(query, future))

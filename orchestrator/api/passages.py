@@ -42,6 +42,7 @@ class Evidence:
     sources: list[generate.Source]  # what the prompt carries (cut to evidence sentences)
     best: list[tuple[int, str]] = field(default_factory=list)  # (number, sentence), best first
     known: dict[str, Any] = field(default_factory=dict)  # sentence -> its embedding
+    model: str | None = None  # the embedding model of the query and the sentences
 
 
 async def check_question(services: Services, q: Question) -> None:
@@ -60,12 +61,12 @@ async def check_question(services: Services, q: Question) -> None:
 async def retrieve(services: Services, q: Question, mode: str) -> Evidence:
     """The relevant hits as numbered sources, cut to their evidence sentences."""
     text = generate.retrieval_text(q.question, q.history)
-    vector = await services.embed_query(text)
+    vector, live = await services.embed_query(q.store_name, text)
     found = await services.searches.search(
-        q.store_name, vector, q.top_k, q.filters, text=text, mode=q.mode
+        live.physical, vector, q.top_k, q.filters, text=text, mode=q.mode, model=live.model
     )
     sources = generate.relevant(found.hits, services.settings.answer_min_score)
-    return await _evidence(services, q.question, vector, sources, mode)
+    return await _evidence(services, q.question, vector, sources, mode, live.model)
 
 
 def without_llm(services: Services, found: Evidence) -> Event:
@@ -85,7 +86,7 @@ async def grounded(
     auto mode an answer not supported enough gives way to the best evidence sentences."""
 
     async def embed(texts: list[str]) -> Matrix:
-        return (await services.embedder.embed(texts, priority=Priority.QUERY)).embeddings
+        return (await services.embedder.embed(texts, found.model, Priority.QUERY)).embeddings
 
     checked = await grounding.ground(answer, used, embed, found.known)
     numbers = {x.number for x in used}
@@ -104,6 +105,7 @@ async def _evidence(
     query: list[float],
     sources: list[generate.Source],
     mode: str,
+    model: str,
 ) -> Evidence:
     """The sources cut to the sentences that answer the question (pipeline/evidence.py) and
     those sentences ranked for a quote: every sentence embedded in one request at query
@@ -112,8 +114,8 @@ async def _evidence(
     parts = [evidence.source_sentences(x.text) for x in sources]
     flat = [p for ps in parts for p in ps]
     if not flat or (not keep and mode == "generate"):
-        return Evidence(sources)
-    rows = (await services.embedder.embed(flat, priority=Priority.QUERY)).embeddings
+        return Evidence(sources, model=model)
+    rows = (await services.embedder.embed(flat, model, Priority.QUERY)).embeddings
     vectors, start = [], 0
     for ps in parts:
         vectors.append(rows[start : start + len(ps)])
@@ -122,7 +124,7 @@ async def _evidence(
     ranking = evidence.ranked(question, vector, sources, vectors)
     chosen = evidence.choose(question, vector, sources, vectors, keep) if keep else sources
     known = dict(zip(flat, rows, strict=True))
-    return Evidence(chosen, evidence.best_sentences(ranking, sources), known)
+    return Evidence(chosen, evidence.best_sentences(ranking, sources), known, model)
 
 
 def sources_of(sources: list[generate.Source]) -> list[Event]:

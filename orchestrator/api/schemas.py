@@ -116,6 +116,19 @@ class CollectionModel(BaseModel):
     variants: list[str] = Field(description="The variants (engine, precision) that wrote.")
 
 
+class RebuildProgress(BaseModel):
+    """A re-index into a new physical collection (`tritonrag reindex --model`)."""
+
+    state: str = Field(description="running, swapped (old one kept a grace period), done, failed")
+    model: str = Field(description="The embedding model it re-embeds with.")
+    source_model: str = Field(description="The model the collection had before.")
+    documents_total: int = 0
+    documents_copied: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str | None = Field(None, description="Why it failed.")
+
+
 class CollectionStatus(BaseModel):
     collection: str
     reindexing: bool = Field(description="A background build is running; searches answer.")
@@ -123,6 +136,17 @@ class CollectionStatus(BaseModel):
     points: int
     model: CollectionModel | None = Field(
         description="Recorded at the first write; none for a collection made before that."
+    )
+    rebuild: RebuildProgress | None = Field(None, description="The last re-index, if any.")
+
+
+class ReindexRequest(BaseModel):
+    model: str | None = Field(
+        None,
+        max_length=200,
+        description="Re-embed every chunk with this Triton embedding model into a new "
+        "collection, swapped in when done. Without it: the served model, if the collection "
+        "has another; else only BM25 vectors are added where missing.",
     )
 
 

@@ -21,7 +21,17 @@ from orchestrator.api.batcher import SearchBatcher
 from orchestrator.clients.model_guard import ModelGuard
 from orchestrator.clients.triton import Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobStore, async_client, collections_key, jittered, query_cache_key
+from orchestrator.jobs import (
+    JobStore,
+    Live,
+    async_client,
+    collections_key,
+    jittered,
+    live_key,
+    live_of,
+    query_cache_key,
+    scoped,
+)
 from orchestrator.metrics import CACHE
 from orchestrator.settings import Settings
 
@@ -106,29 +116,44 @@ class Services:
         """404 for a collection the tenant never uploaded to (or dropped)."""
         _exists(await self.redis.sismember(collections_key(tenant), collection), collection)
 
-    async def search_vector(self, tenant: str, collection: str, text: str) -> list[float]:
-        """A search's query embedding, 404 if the tenant has no such collection; the check
-        and the cache lookup share one Redis round trip."""
-        key = self._query_key(text)
+    async def search_vector(
+        self, tenant: str, collection: str, text: str
+    ) -> tuple[list[float], Live]:
+        """A search's query embedding, by the model the collection lives with, and where it
+        lives; 404 if the tenant has no such collection. The check, the live record and the
+        cache lookup share one Redis round trip."""
+        return await self._query(scoped(tenant, collection), text, (tenant, collection))
+
+    async def embed_query(self, name: str, text: str) -> tuple[list[float], Live]:
+        """The same for a (scoped) collection known to exist."""
+        return await self._query(name, text)
+
+    async def _query(
+        self, name: str, text: str, check: tuple[str, str] | None = None
+    ) -> tuple[list[float], Live]:
+        served, caching = self.settings.embed_model, bool(self.settings.query_cache_ttl_s)
+        key = self._query_key(served, text)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sismember(collections_key(tenant), collection)
-            if self.settings.query_cache_ttl_s:
+            if check is not None:
+                pipe.sismember(collections_key(check[0]), check[1])
+            pipe.get(live_key(name))
+            if caching:  # by the served model: the collection's, unless a re-index moved it
                 pipe.get(key)
-            exists, *cached = await pipe.execute()
-        _exists(exists, collection)
-        return await self._query_row(key, text, cached[0] if cached else None)
+            replies = await pipe.execute()
+        if check is not None:
+            _exists(replies.pop(0), check[1])
+        live = live_of(replies[0], name, served)
+        cached = replies[1] if caching else None
+        if live.model != served:
+            key = self._query_key(live.model, text)
+            cached = await self.redis.get(key) if caching else None
+        return await self._query_row(key, text, cached, live.model), live
 
-    async def embed_query(self, text: str) -> list[float]:
-        """A query's embedding, from the Redis cache when this text was seen recently."""
-        key = self._query_key(text)
-        cached = await self.redis.get(key) if self.settings.query_cache_ttl_s else None
-        return await self._query_row(key, text, cached)
-
-    def _query_key(self, text: str) -> str:
+    def _query_key(self, model: str, text: str) -> str:
         digest = hashlib.sha256(text.encode()).hexdigest()
-        return query_cache_key(self.settings.embed_model, digest)
+        return query_cache_key(model, digest)
 
-    async def _query_row(self, key: str, text: str, cached: Any) -> list[float]:
+    async def _query_row(self, key: str, text: str, cached: Any, model: str) -> list[float]:
         ttl = self.settings.query_cache_ttl_s
         if ttl and isinstance(cached, bytes):
             CACHE.labels("query_embedding", "hit").inc()
@@ -136,7 +161,7 @@ class Services:
             return cached_row
         if ttl:
             CACHE.labels("query_embedding", "miss").inc()
-        result = await self.embedder.embed([text], priority=Priority.QUERY)
+        result = await self.embedder.embed([text], model, priority=Priority.QUERY)
         row = np.ascontiguousarray(result.embeddings[0], dtype=np.float32)
         if ttl:  # off the search's path: a lost write only costs a later embedding
             write = asyncio.ensure_future(self.redis.set(key, row.tobytes(), ex=jittered(ttl)))

@@ -225,12 +225,18 @@ def search(
 @app.command()
 def reindex(
     collection: Annotated[str, typer.Argument()],
+    model: Annotated[
+        str | None,
+        typer.Option(help="re-embed every chunk with this Triton embedding model"),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="follow it until it is done")] = True,
     url: Annotated[str | None, typer.Option(help="orchestrator URL")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="TRITONRAG_API_KEY")] = None,
 ) -> None:
-    """Give a collection indexed before sparse vectors existed its BM25 vectors (sparse and
-    hybrid search), in the background: searches keep answering meanwhile."""
+    """Re-index a collection in the background, searches answering throughout: with
+    --model (or when the served model is not the collection's), every chunk is embedded
+    again into a new collection that is swapped in when done; otherwise BM25 vectors are
+    added to a collection indexed before they existed."""
     import time
 
     import httpx
@@ -238,19 +244,32 @@ def reindex(
     settings = Settings()
     base = url or f"http://{settings.host}:{settings.port}"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.post(
+        f"{base}/v1/collections/{collection}/reindex",
+        headers=headers,
+        json={"model": model},
+        timeout=30,
+    )
     while True:
-        response = httpx.post(
-            f"{base}/v1/collections/{collection}/reindex", headers=headers, timeout=30
-        )
-        if response.status_code != 202:
+        if response.status_code not in (200, 202):
             console.print(f"[red]{response.status_code}: {response.text}[/red]")
             raise typer.Exit(1)
         state = response.json()
+        progress = state.get("rebuild") or {}
+        if progress.get("state") == "failed":
+            console.print(f"[red]re-index failed: {progress.get('reason')}[/red]")
+            raise typer.Exit(1)
         if not (wait and state["reindexing"]):
             break
+        if progress:
+            copied, total = progress["documents_copied"], progress["documents_total"]
+            console.print(f"{collection}: {copied}/{total} documents into {progress['model']}")
         time.sleep(2)
-    done = "has sparse vectors" if state["sparse"] else "is re-indexing"
-    console.print(f"{collection}: {state['points']} points, {done}")
+        response = httpx.get(f"{base}/v1/collections/{collection}", headers=headers, timeout=30)
+    done = "is re-indexing" if state["reindexing"] else "re-indexed"
+    name = (state.get("model") or {}).get("name", "?")
+    sparse = "with" if state["sparse"] else "without"
+    console.print(f"{collection}: {state['points']} points by {name}, {sparse} BM25, {done}")
 
 
 @app.command()

@@ -233,23 +233,30 @@ class EdgeVectors:
             self._write(entry, lambda shard, _: shard.update(operation))
 
     def document_ids(self, collection: str, document_id: str) -> set[str]:
+        return {str(r.id) for r in self._scroll(collection, document_id, payload=False)}
+
+    def chunks(self, collection: str, document_id: str) -> list[dict[str, Any]]:
+        payloads = [dict(r.payload or {}) for r in self._scroll(collection, document_id, True)]
+        return sorted(payloads, key=lambda p: int(p.get("chunk_index", 0)))
+
+    def _scroll(self, collection: str, document_id: str, payload: bool) -> list[Any]:
         entry = self._get(collection, None)
-        ids: set[str] = set()
+        found: list[Any] = []
         offset = None
         while entry is not None:
             request = qe.ScrollRequest(
                 offset=offset,
                 limit=SCROLL_PAGE,
                 filter=_match(DOCUMENT_KEY, document_id),
-                with_payload=False,
+                with_payload=payload,
                 with_vector=False,
             )
             with entry.lock:
                 records, offset = entry.shard.scroll(request)
-            ids.update(str(r.id) for r in records)
+            found += records
             if offset is None:
                 break
-        return ids
+        return found
 
     def count(self, collection: str) -> int:
         entry = self._get(collection, None)

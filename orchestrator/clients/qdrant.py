@@ -9,7 +9,9 @@ replication, write consistency and write ordering are settings; every write wait
 applied as they say. Dense + BM25 sparse vectors (IDF by the server); hybrid is the Query
 API's prefetch + fusion.
 
-The alias lets a re-index build a new physical collection and swap it in atomically."""
+A collection's points live in one model's physical collection: a re-index into another
+model (pipeline/rebuild.py) writes a new collection into that model's one, and the live
+record in Redis swaps which collection is read."""
 
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ def alias_of(model: str) -> str:
 
 
 class ServerVectors:
-    """A Qdrant server (or cluster) through qdrant-client, for the vectors of one model."""
+    """A Qdrant server (or cluster) through qdrant-client. `model` is the served embedding
+    model: its physical collection is looked in first."""
 
     def __init__(
         self,
@@ -71,7 +74,7 @@ class ServerVectors:
         from qdrant_client import models
 
         self._client = client
-        self._alias = alias_of(model)
+        self._served = alias_of(model)
         self._layout = layout or Layout()
         self._fusion = (
             models.RrfQuery(rrf=models.Rrf(k=FUSION_K))
@@ -80,25 +83,45 @@ class ServerVectors:
         )
         self._quantization = quantization
         self._hnsw_ef = hnsw_ef
-        self._record: VectorModel | None = None  # the physical collection's, once read
-        self._ready = False  # the physical collection and its alias exist
-        self._live: set[str] = set()  # collections seen holding points
+        self._records: dict[str, VectorModel | None] = {}  # alias -> its model, once read
+        self._aliases: set[str] = set()  # physical collections known to exist, by alias
+        self._homes: dict[str, str] = {}  # collection -> the alias holding its points
         self._lock = threading.Lock()
 
-    # --- the physical collection ---
-    def _exists(self) -> bool:
-        if not self._ready:
-            aliases = self._client.get_aliases().aliases
-            self._ready = any(a.alias_name == self._alias for a in aliases)
-        return self._ready
+    # --- the physical collections, one per model ---
+    def _known(self, refresh: bool = False) -> list[str]:
+        """The aliases of every model's physical collection, the served model's first."""
+        if refresh or not self._aliases:
+            names = {a.alias_name for a in self._client.get_aliases().aliases}
+            self._aliases |= {n for n in names if n.startswith("tritonrag-")}
+        return sorted(self._aliases, key=lambda a: a != self._served)
 
-    def _ensure(self, model: VectorModel) -> None:
+    def _holds(self, alias: str, collection: str) -> bool:
+        where = self._where(collection)
+        return bool(self._client.count(alias, count_filter=where, exact=True).count)
+
+    def _home(self, collection: str, confirm: bool = False) -> str | None:
+        """The alias whose physical collection holds the collection's points (None: it has
+        none). A collection's model changes only when it is dropped and made again, so the
+        answer is kept; `confirm` checks a kept one again."""
+        home = self._homes.get(collection)
+        if home is not None and (not confirm or self._holds(home, collection)):
+            return home
+        self._homes.pop(collection, None)
+        for alias in self._known(refresh=home is not None or confirm):
+            if self._holds(alias, collection):
+                self._homes[collection] = alias
+                return alias
+        return None
+
+    def _ensure(self, model: VectorModel) -> str:
         from qdrant_client import models
 
+        alias = alias_of(model.name)
         with self._lock:
-            if self._exists():
-                return
-            physical = f"{self._alias}-1"
+            if alias in self._known() or alias in self._known(refresh=True):
+                return alias
+            physical = f"{alias}-1"
             int8 = self._quantization == "int8"
             self._client.create_collection(
                 physical,
@@ -125,17 +148,19 @@ class ServerVectors:
             self._client.create_payload_index(
                 physical, DOCUMENT_KEY, models.PayloadSchemaType.KEYWORD
             )
-            alias = models.CreateAlias(collection_name=physical, alias_name=self._alias)
+            create = models.CreateAlias(collection_name=physical, alias_name=alias)
             self._client.update_collection_aliases(
-                change_aliases_operations=[models.CreateAliasOperation(create_alias=alias)]
+                change_aliases_operations=[models.CreateAliasOperation(create_alias=create)]
             )
-            self._ready, self._record = True, model
+            self._aliases.add(alias)
+            self._records[alias] = model
+            return alias
 
-    def _physical_model(self) -> VectorModel | None:
-        if self._record is None and self._exists():
-            metadata = self._client.get_collection(self._alias).config.metadata or {}
-            self._record = VectorModel.from_dict(metadata.get(MODEL_KEY))
-        return self._record
+    def _record_of(self, alias: str) -> VectorModel | None:
+        if alias not in self._records:
+            metadata = self._client.get_collection(alias).config.metadata or {}
+            self._records[alias] = VectorModel.from_dict(metadata.get(MODEL_KEY))
+        return self._records[alias]
 
     def _where(self, collection: str, match: dict[str, Any] | None = None) -> Any:
         from qdrant_client import models
@@ -155,27 +180,30 @@ class ServerVectors:
 
     # --- the VectorStore protocol ---
     def model(self, collection: str) -> VectorModel | None:
-        """The physical collection's model, once this collection holds points (counted once;
-        every search checks it)."""
-        if collection not in self._live and self.count(collection):
-            self._live.add(collection)
-        return self._physical_model() if collection in self._live else None
+        """The model of the physical collection that holds this collection's points."""
+        home = self._home(collection)
+        return self._record_of(home) if home else None
 
     def has_sparse(self, collection: str) -> bool:
-        return self.model(collection) is not None  # the physical one is made with them
+        return self._home(collection) is not None  # every physical one is made with them
 
     def upsert(self, collection: str, model: VectorModel, points: Sequence[VectorPoint]) -> None:
         from qdrant_client import models
 
         if not points:
             return
-        check_model(self._physical_model(), model.name, model.dim)
-        self._ensure(model)
-        recorded = self._physical_model()
+        home = self._home(collection)
+        if home is not None and home != alias_of(model.name):
+            home = self._home(collection, confirm=True)  # dropped and made again elsewhere?
+        if home is not None:
+            check_model(self._record_of(home), model.name, model.dim)
+        alias = self._ensure(model)
+        recorded = self._record_of(alias)
+        check_model(recorded, model.name, model.dim)
         if recorded is not None and not set(model.variants) <= set(recorded.variants):
             merged = recorded.merged(model)
-            self._client.update_collection(self._alias, metadata={MODEL_KEY: merged.as_dict()})
-            self._record = merged
+            self._client.update_collection(alias, metadata={MODEL_KEY: merged.as_dict()})
+            self._records[alias] = merged
         batch = [
             models.PointStruct(
                 id=_physical_id(collection, p.id),
@@ -184,52 +212,64 @@ class ServerVectors:
             )
             for p in points
         ]
-        self._client.upsert(self._alias, batch, **self._write_options())
-        self._live.add(collection)
+        self._client.upsert(alias, batch, **self._write_options())
+        self._homes[collection] = alias
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         from qdrant_client import models
 
-        if ids and self._exists():
+        home = self._home(collection) if ids else None
+        if home is not None:
             physical = [_physical_id(collection, i) for i in ids]
             where = models.Filter(
                 must=[self._where(collection), models.HasIdCondition(has_id=physical)]
             )
             selector = models.FilterSelector(filter=where)
-            self._client.delete(self._alias, selector, **self._write_options())
+            self._client.delete(home, selector, **self._write_options())
 
     def delete_document(self, collection: str, document_id: str) -> None:
         from qdrant_client import models
 
-        if self._exists():
+        if (home := self._home(collection)) is not None:
             where = self._where(collection, {DOCUMENT_KEY: document_id})
-            self._client.delete(
-                self._alias, models.FilterSelector(filter=where), **self._write_options()
-            )
+            self._client.delete(home, models.FilterSelector(filter=where), **self._write_options())
 
     def document_ids(self, collection: str, document_id: str) -> set[str]:
-        ids: set[str] = set()
-        if not self._exists():
-            return ids
+        records = self._scroll(collection, document_id, [ID_KEY])
+        return {str((r.payload or {})[ID_KEY]) for r in records}
+
+    def chunks(self, collection: str, document_id: str) -> list[dict[str, Any]]:
+        payloads = []
+        for record in self._scroll(collection, document_id, True):
+            payload = dict(record.payload or {})
+            payload.pop(COLLECTION_KEY, None)
+            payload.pop(ID_KEY, None)
+            payloads.append(payload)
+        return sorted(payloads, key=lambda p: int(p.get("chunk_index", 0)))
+
+    def _scroll(self, collection: str, document_id: str, payload: Any) -> list[Any]:
+        found: list[Any] = []
         offset = None
-        while True:
+        home = self._home(collection)
+        while home is not None:
             records, offset = self._client.scroll(
-                self._alias,
+                home,
                 scroll_filter=self._where(collection, {DOCUMENT_KEY: document_id}),
                 limit=SCROLL_PAGE,
                 offset=offset,
-                with_payload=[ID_KEY],
+                with_payload=payload,
                 with_vectors=False,
             )
-            ids.update(str((r.payload or {})[ID_KEY]) for r in records)
+            found += records
             if offset is None:
-                return ids
+                break
+        return found
 
     def count(self, collection: str) -> int:
-        if not self._exists():
+        if (home := self._home(collection)) is None:
             return 0
         where = self._where(collection)
-        return int(self._client.count(self._alias, count_filter=where, exact=True).count)
+        return int(self._client.count(home, count_filter=where, exact=True).count)
 
     def search(
         self,
@@ -242,7 +282,7 @@ class ServerVectors:
     ) -> list[Hit]:
         from qdrant_client import models
 
-        if not self._exists():
+        if (home := self._home(collection)) is None:
             return []
         rescore = models.QuantizationSearchParams(rescore=True, oversampling=2.0)
         # As the edge adapter: twice the candidates by int8, ranked by the full vectors.
@@ -254,7 +294,7 @@ class ServerVectors:
         words = models.SparseVector(indices=indices, values=values)
         if mode is SearchMode.DENSE:
             response = self._client.query_points(
-                self._alias,
+                home,
                 query=vector,
                 limit=limit,
                 query_filter=where,
@@ -274,7 +314,7 @@ class ServerVectors:
                 "query": self._fusion,
             }
         response = self._client.query_points(
-            self._alias,
+            home,
             limit=limit,
             query_filter=where,
             with_payload=True,
@@ -294,11 +334,13 @@ class ServerVectors:
     def drop(self, collection: str) -> bool:
         from qdrant_client import models
 
-        existed = self.count(collection) > 0
-        if existed:
-            selector = models.FilterSelector(filter=self._where(collection))
-            self._client.delete(self._alias, selector, **self._write_options())
-        self._live.discard(collection)
+        existed = False
+        self._homes.pop(collection, None)
+        for alias in self._known(refresh=True):
+            if self._holds(alias, collection):
+                selector = models.FilterSelector(filter=self._where(collection))
+                self._client.delete(alias, selector, **self._write_options())
+                existed = True
         return existed
 
     def close(self) -> None:

@@ -29,6 +29,15 @@ class Chunk:
         key = f"{model}\x1f{collection}\x1f{document_id}\x1f{self.index}\x1f{self.content_hash}"
         return str(uuid.uuid5(POINT_NAMESPACE, key))
 
+    @classmethod
+    def stored(cls, index: int, text: str) -> Chunk:
+        """A chunk as the store keeps it (its offsets are not kept)."""
+        return cls(index, text, 0, len(text), content_hash(text))
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
 
 class Chunker:
     """Splits text into windows of at most `size` model tokens, `overlap` tokens apart."""
@@ -56,8 +65,7 @@ class Chunker:
                 break
             start, end = window[0][0], window[-1][1]
             piece = text[start:end]
-            digest = hashlib.sha256(piece.encode()).hexdigest()[:32]
-            chunks.append(Chunk(len(chunks), piece, start, end, digest))
+            chunks.append(Chunk(len(chunks), piece, start, end, content_hash(piece)))
             if first + self.size >= len(offsets):
                 break
         return chunks

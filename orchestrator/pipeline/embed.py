@@ -21,11 +21,12 @@ from orchestrator.metrics import TASKS
 
 
 class Embedder(Protocol):
-    """Texts -> L2-normalised rows, in order (TritonEmbedder behind a sync facade)."""
+    """Texts -> L2-normalised rows, in order, by the named Triton model (None: the served
+    one); TritonEmbedder behind a sync facade."""
 
     variant: str  # the variant (engine and precision) that computed the last call's rows
 
-    def __call__(self, texts: list[str]) -> Matrix: ...
+    def __call__(self, texts: list[str], model: str | None = None) -> Matrix: ...
 
 
 def transient(exc: BaseException) -> bool:

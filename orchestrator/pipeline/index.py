@@ -5,6 +5,9 @@ re-run or a redelivery writes the same points; only chunks whose id is new are e
 ids the document no longer produces are deleted at the end. Each write carries the model
 (clients/vectors.py VectorModel): the store refuses vectors of another model than the one the
 collection was built with.
+
+The chunks go where the collection lives now (jobs.Live), by the model it lives with; if a
+re-index swapped it meanwhile (pipeline/rebuild.py), they are written again where it moved.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from orchestrator.clients.vectors import Matrix, VectorModel, VectorPoint, VectorStore
 from orchestrator.errors import TritonRagError
-from orchestrator.jobs import JobState, JobStore, scoped
+from orchestrator.jobs import JobState, JobStore, Live, scoped
 from orchestrator.metrics import CHUNKS, INGEST_STAGE_SECONDS
 from orchestrator.pipeline.chunk import Chunk, Chunker
 from orchestrator.pipeline.embed import Embedder, embed_batches, retrying
@@ -62,30 +65,56 @@ def ingest(ctx: IndexContext, job_id: str) -> JobState:
             text = ctx.parse(data, sniff(data, job["filename"]))
         with _stage("chunk"):
             chunks = ctx.chunker.split(text)
-        _index_chunks(ctx, job, chunks, metadata)
+        live = ctx.jobs.where(scoped(tenant, collection), ctx.model)
+        _index_chunks(ctx, job, chunks, metadata, live)
     except TritonRagError as exc:  # bad document, or Triton still failing after retries
         return _fail(ctx, job, exc.message)
     except Superseded as exc:
         if ctx.jobs.document(tenant, collection, document_id) is None:
             # A DELETE ran while we wrote: make sure none of our points outlive it.
-            _with_retry(ctx, ctx.store.delete_document, scoped(tenant, collection), document_id)
+            for physical in ctx.jobs.physicals(scoped(tenant, collection), ctx.model):
+                _with_retry(ctx, ctx.store.delete_document, physical, document_id)
         return _fail(ctx, job, str(exc))
     ctx.jobs.update_document(
         tenant, collection, document_id, job_id, state=JobState.INDEXED, chunks=len(chunks)
     )
     ctx.jobs.update_job(job_id, state=JobState.INDEXED)
+    _follow(ctx, job, chunks, metadata, live)
     # Last: a worker killed before this point leaves a job that runs again, and needs them.
     ctx.jobs.drop_blob(job_id)
     return JobState.INDEXED
 
 
+def _follow(
+    ctx: IndexContext, job: dict[str, Any], chunks: list[Chunk], metadata: Any, live: Live
+) -> None:
+    """Write the document again where its collection moved, if a re-index swapped it while
+    this job wrote into the old one (read after the document is marked indexed: a re-index
+    copies what was marked before its swap)."""
+    name = scoped(job["tenant"], job["collection"])
+    while (now := ctx.jobs.where(name, ctx.model)) != live:
+        log.info("%s moved to %s while job %s ran: writing it there", name, now, job["id"])
+        try:
+            _index_chunks(ctx, job, chunks, metadata, now)
+            # Written past the re-index's copy: nothing else removes it from the old place.
+            _with_retry(ctx, ctx.store.delete_document, live.physical, job["document_id"])
+        except (TritonRagError, Superseded) as exc:  # the document stays indexed where it was
+            log.warning("job %s not rewritten into %s: %s", job["id"], now.physical, exc)
+            return
+        live = now
+
+
 def _index_chunks(
-    ctx: IndexContext, job: dict[str, Any], chunks: list[Chunk], metadata: dict[str, Any]
+    ctx: IndexContext,
+    job: dict[str, Any],
+    chunks: list[Chunk],
+    metadata: dict[str, Any],
+    live: Live,
 ) -> None:
     job_id, document_id = job["id"], job["document_id"]
-    name = scoped(job["tenant"], job["collection"])
-    ids = [c.point_id(name, document_id, ctx.model) for c in chunks]
-    existing = _with_retry(ctx, ctx.store.document_ids, name, document_id)
+    name, physical = scoped(job["tenant"], job["collection"]), live.physical
+    ids = [c.point_id(name, document_id, live.model) for c in chunks]
+    existing = _with_retry(ctx, ctx.store.document_ids, physical, document_id)
     todo = [(c, i) for c, i in zip(chunks, ids, strict=True) if i not in existing]
     CHUNKS.labels("reused").inc(len(chunks) - len(todo))
     ctx.jobs.update_job(
@@ -103,22 +132,22 @@ def _index_chunks(
             for (chunk, pid), row in zip(part, rows, strict=True)
         ]
         ctx.jobs.update_job(job_id, state=JobState.INDEXING)
-        model = VectorModel(ctx.model, rows.shape[1], variants=(ctx.embed.variant,))
+        model = VectorModel(live.model, rows.shape[1], variants=(ctx.embed.variant,))
         with _stage("upsert"):
-            _with_retry(ctx, ctx.store.upsert, name, model, points)
+            _with_retry(ctx, ctx.store.upsert, physical, model, points)
         CHUNKS.labels("embedded").inc(len(points))
         ctx.jobs.add_count(job_id, "chunks_embedded", len(points))
         ctx.jobs.update_job(job_id, state=JobState.EMBEDDING)
 
     def embed(texts: list[str]) -> Matrix:
         with _stage("embed"):
-            return ctx.embed(texts)
+            return ctx.embed(texts, live.model)
 
     embed_batches(embed, [c.text for c, _ in todo], ctx.batch, ctx.attempts, on_batch, ctx.outage_s)
     ctx.jobs.update_job(job_id, state=JobState.INDEXING)
     _check_current(ctx, job)
-    stale = _with_retry(ctx, ctx.store.document_ids, name, document_id) - set(ids)
-    _with_retry(ctx, ctx.store.delete, name, sorted(stale))
+    stale = _with_retry(ctx, ctx.store.document_ids, physical, document_id) - set(ids)
+    _with_retry(ctx, ctx.store.delete, physical, sorted(stale))
     ctx.jobs.update_job(job_id, chunks_removed=len(stale))
 
 

@@ -80,7 +80,7 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         refused = _cli(env, "search", "red button", "-c", "notes", "--mode", "sparse")
         assert refused.returncode == 1 and "tritonrag reindex" in " ".join(refused.stdout.split())
         done = _cli(env, "reindex", "notes")
-        assert "notes: 62 points, has sparse vectors" in done.stdout, done.stdout + done.stderr
+        assert "notes: 62 points by embed, with BM25" in done.stdout, done.stdout + done.stderr
         found = _cli(env, "search", "red button", "-c", "notes", "-k", "1", "--mode", "sparse")
         assert "manual.pdf" in found.stdout and "(sparse)" in found.stdout
 

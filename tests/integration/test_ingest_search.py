@@ -96,6 +96,7 @@ def test_sparse_and_hybrid_find_the_exact_term(api: httpx.Client) -> None:
         "sparse": True,
         "points": 4,
         "model": model,  # recorded by the first write, from the variant Triton answered with
+        "rebuild": None,
     }
     info = api.get("/v1/collections/terms").raise_for_status().json()
     assert info == {k: v for k, v in state.items() if k != "started"}

@@ -32,7 +32,7 @@ class FakeEmbedder:
         self.fail_times = fail_times
         self.error = error
 
-    def __call__(self, texts: list[str]) -> Matrix:
+    def __call__(self, texts: list[str], model: str | None = None) -> Matrix:
         if self.fail_times:
             self.fail_times -= 1
             raise TritonRagError(self.error, "fake failure")

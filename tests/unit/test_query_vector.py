@@ -24,10 +24,15 @@ class CountingEmbedder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], Priority]] = []
+        self.models: list[str | None] = []
 
-    async def embed(self, texts: list[str], priority: Priority = Priority.BULK) -> Embeddings:
+    async def embed(
+        self, texts: list[str], model: str | None = None, priority: Priority = Priority.BULK
+    ) -> Embeddings:
         self.calls.append((texts, priority))
-        rows = np.array([[len(t), 1.0, 0.5] for t in texts], dtype=np.float32)
+        self.models.append(model)
+        width = 2.0 if model == "embed_other" else 1.0
+        rows = np.array([[len(t), width, 0.5] for t in texts], dtype=np.float32)
         return Embeddings(rows, [len(t) for t in texts], "fp32")
 
 
@@ -55,18 +60,31 @@ def test_a_new_text_is_embedded_at_query_priority_once_then_served_from_the_cach
     redis_url: str,
 ) -> None:
     async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
-        first = await services.search_vector("acme", "docs", "where are the keys?")
+        first, live = await services.search_vector("acme", "docs", "where are the keys?")
         assert first == [19.0, 1.0, 0.5]
+        assert (live.physical, live.model) == ("acme__docs", "embed")
         assert embedder.calls == [(["where are the keys?"], Priority.QUERY)]
         for _ in range(100):  # the cache write runs after the vector is returned
             if not services._writes:
                 break
             await asyncio.sleep(0.01)
-        assert await services.search_vector("acme", "docs", "where are the keys?") == first
-        assert await services.embed_query("where are the keys?") == first
+        assert (await services.search_vector("acme", "docs", "where are the keys?"))[0] == first
+        assert (await services.embed_query("acme__docs", "where are the keys?"))[0] == first
         assert len(embedder.calls) == 1  # both answered from Redis
-        assert await services.search_vector("acme", "docs", "other") == [5.0, 1.0, 0.5]
+        assert (await services.search_vector("acme", "docs", "other"))[0] == [5.0, 1.0, 0.5]
         assert len(embedder.calls) == 2
+
+    asyncio.run(_with_services(redis_url, 60, body))
+
+
+def test_a_collection_moved_to_another_model_is_searched_by_that_model(redis_url: str) -> None:
+    async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
+        before, _ = await services.search_vector("acme", "docs", "keys")
+        services.jobs.set_live("acme__docs", "acme__docs@2", "embed_other")
+        after, live = await services.search_vector("acme", "docs", "keys")
+        assert (live.physical, live.model) == ("acme__docs@2", "embed_other")
+        assert before == [4.0, 1.0, 0.5] and after == [4.0, 2.0, 0.5]  # not the cached one
+        assert embedder.models == ["embed", "embed_other"]
 
     asyncio.run(_with_services(redis_url, 60, body))
 
@@ -87,7 +105,7 @@ def test_with_the_cache_off_every_search_is_embedded_and_nothing_is_written(
 ) -> None:
     async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
         for _ in range(2):
-            assert await services.search_vector("acme", "docs", "keys") == [4.0, 1.0, 0.5]
+            assert (await services.search_vector("acme", "docs", "keys"))[0] == [4.0, 1.0, 0.5]
         assert len(embedder.calls) == 2 and not services._writes
         assert await client.dbsize() == 1  # only the tenant's collection set
 

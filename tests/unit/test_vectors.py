@@ -42,9 +42,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStor
     adapter.close()
 
 
-def _points(n: int, docs: int = 3) -> list[VectorPoint]:
+def _points(n: int, docs: int = 3, dim: int = DIM) -> list[VectorPoint]:
     rng = np.random.default_rng(7)
-    rows = rng.normal(size=(n, DIM))
+    rows = rng.normal(size=(n, dim))
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     return [
         VectorPoint(
@@ -315,12 +315,15 @@ def test_a_collection_records_its_model_and_refuses_another(store: VectorStore) 
     hits, _ = retrieve.search(store, "c", query, 3, {}, model="test-model")
     assert hits and hits[0]["chunk_id"] == _points(1)[0].id
     assert store.drop("c") and store.model("c") is None
-    if isinstance(store, EdgeVectors):  # a new shard records the model anew
-        store.upsert("c", VectorModel("other-model", DIM), _points(1))
-        assert store.model("c") == VectorModel("other-model", DIM)
-    else:  # a server's physical collection holds one model's vectors, every collection's
-        with pytest.raises(TritonRagError):
-            store.upsert("c", VectorModel("other-model", DIM), _points(1))
+    # Made again by another model (a server keeps it in that model's physical collection).
+    store.upsert("c", VectorModel("other-model", DIM + 4), _points(1, dim=DIM + 4))
+    assert store.model("c") == VectorModel("other-model", DIM + 4)
+    store.upsert("d", MODEL, _points(2))
+    recorded = store.model("d")
+    assert recorded is not None and recorded.name == MODEL.name
+    assert store.count("c") == 1 and store.count("d") == 2
+    hits, _ = retrieve.search(store, "d", query, 3, {}, model="test-model")
+    assert len(hits) == 2
 
 
 def test_the_edge_record_survives_a_restart_and_a_collection_without_one_adopts_the_first(

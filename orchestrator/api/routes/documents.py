@@ -19,6 +19,7 @@ from orchestrator.api.schemas import (
     ERROR_RESPONSES,
     CollectionStatus,
     DocumentPage,
+    ReindexRequest,
     ReindexStatus,
     UploadedDocument,
     UploadResponse,
@@ -31,8 +32,10 @@ from orchestrator.lanes import (
     DROP_COLLECTION,
     INGEST,
     INGEST_DOCUMENT,
+    REBUILD,
     REINDEX,
 )
+from orchestrator.pipeline import rebuild
 from orchestrator.pipeline.parse import sniff
 
 router = APIRouter(prefix="/v1", tags=["documents"], responses=ERROR_RESPONSES)
@@ -175,6 +178,7 @@ async def delete_document(
     )
     timeout = services.settings.search_timeout_s
     name = scoped(tenant, collection)
+    await asyncio.to_thread(jobs.mark_deleting, tenant, collection, document_id)
     await services.call(DELETE_DOCUMENT, name, document_id, timeout_s=timeout)
     await asyncio.to_thread(jobs.remove_document, tenant, collection, document_id)
     return {"document_id": document_id, "deleted": True}
@@ -195,15 +199,36 @@ async def delete_collection(
 
 @router.post("/collections/{collection}/reindex", status_code=202)
 async def reindex_collection(
-    collection: Collection, services: ServicesDep, tenant: TenantDep
+    collection: Collection,
+    services: ServicesDep,
+    tenant: TenantDep,
+    body: ReindexRequest | None = None,
 ) -> ReindexStatus:
-    """Give a collection indexed before sparse vectors existed its BM25 vectors, in the
-    background: searches keep answering (dense) until it swaps in. Idempotent: call again
-    to follow it (`reindexing` false and `sparse` true when done)."""
+    """Re-index a collection in the background; searches keep answering throughout.
+
+    With `model` (or when the collection was made by another model than the served one):
+    every chunk is embedded again into a new collection, which is swapped in when complete
+    (follow `rebuild`). Otherwise a collection indexed before sparse vectors existed gets its
+    BM25 vectors. Call again, or GET the collection, to follow it."""
     await services.require_collection(tenant, collection)
+    name, served = scoped(tenant, collection), services.settings.embed_model
     timeout = services.settings.search_timeout_s
-    state = await services.call(REINDEX, scoped(tenant, collection), timeout_s=timeout)
-    return ReindexStatus(collection=collection, **state)
+    live = await asyncio.to_thread(services.jobs.where, name, served)
+    model = (body.model if body else None) or served
+    if (body is None or body.model is None) and live.model == served:
+        state = await services.call(REINDEX, name, timeout_s=timeout)
+        return ReindexStatus(collection=collection, **state)
+    if not await services.embedder.ensure_loaded(model):
+        raise TritonRagError(ErrorCode.NOT_FOUND, f"Triton has no embedding model {model!r}")
+    physical = await asyncio.to_thread(
+        rebuild.start, services.jobs, tenant, collection, model, served
+    )
+    if physical is not None:
+        await asyncio.to_thread(
+            services.celery.send_task, REBUILD, args=(tenant, collection, physical), queue=INGEST
+        )
+    state = await services.call(COLLECTION_INFO, name, timeout_s=timeout)
+    return ReindexStatus(collection=collection, started=physical is not None, **state)
 
 
 @router.get("/collections")

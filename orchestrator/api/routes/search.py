@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from orchestrator.api.deps import ServicesDep, TenantDep
 from orchestrator.api.routes.documents import Collection
 from orchestrator.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
-from orchestrator.jobs import scoped
 
 router = APIRouter(prefix="/v1", tags=["search"], responses=ERROR_RESPONSES)
 
@@ -16,14 +15,15 @@ router = APIRouter(prefix="/v1", tags=["search"], responses=ERROR_RESPONSES)
 async def search_collection(
     collection: Collection, body: SearchRequest, services: ServicesDep, tenant: TenantDep
 ) -> SearchResponse:
-    vector = await services.search_vector(tenant, collection, body.query)
+    vector, live = await services.search_vector(tenant, collection, body.query)
     found = await services.searches.search(
-        scoped(tenant, collection),
+        live.physical,
         vector,
         body.top_k,
         body.filters,
         text=body.query,
         mode=body.mode,
+        model=live.model,
     )
     return SearchResponse(
         collection=collection,

@@ -1,0 +1,185 @@
+"""Re-index a collection into a new physical collection, by the same or another embedding
+model, while searches and uploads go on; then swap which one is live.
+
+A collection's reads and writes go to the physical collection its live record names
+(jobs.Live: a Redis key; absent, the collection's own name and the served model). A re-index:
+
+1. is claimed in the collection's rebuild record (one at a time), which names the new
+   physical collection `<name>@<n>` and the model;
+2. copies every document's stored chunks (their text) from the live physical collection,
+   embedded by the new model, in passes: a pass copies each document whose version (the job
+   that last touched it, and its state) differs from the one it copied, and deletes those that
+   are gone, until a pass finds nothing to do;
+3. swaps the live record: one Redis SET, every reader after it uses the new collection;
+4. runs the same passes again, still reading the old collection: a document indexed into the
+   old one around the swap is copied. (An ingest reads the live record again after it marks
+   its document indexed, and writes it again if the collection moved: a document marked
+   before the swap is seen by these passes, one marked after it rewrites itself.) A document
+   being deleted is marked first, so a pass drops it before its chunks are gone;
+5. after `grace_s` (searches in flight, and APIs that read the old record, finish), drops the
+   old physical collection: a second run of the task, scheduled for then.
+
+A worker killed mid-way leaves the record `running`: the task is delivered again and starts
+over into the same physical collection (ids are derived, so a copy converges); a record not
+touched for STALE_S can be claimed anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orchestrator.clients.vectors import Matrix, VectorModel, VectorPoint, VectorStore
+from orchestrator.jobs import JobStore, Live, scoped
+from orchestrator.pipeline.chunk import Chunk
+from orchestrator.pipeline.embed import Embedder, embed_batches
+
+log = logging.getLogger("tritonrag.rebuild")
+STALE_S = 600.0  # a running record untouched this long belongs to no live worker
+MAX_PASSES = 20  # passes before a swap, if uploads keep changing documents
+
+
+@dataclass(frozen=True)
+class RebuildContext:
+    store: VectorStore
+    jobs: JobStore
+    embed: Embedder
+    batch: int
+    attempts: int
+    outage_s: float = 0
+    grace_s: float = 30.0
+    sleep: Callable[[float], None] = time.sleep  # what is left of the grace, if called early
+
+
+class Abandoned(Exception):
+    """The collection was dropped, or another re-index took over, while this one ran."""
+
+
+def start(jobs: JobStore, tenant: str, collection: str, model: str, served: str) -> str | None:
+    """Claim a re-index of the collection into `model`; the new physical collection's name,
+    or None if one is running."""
+    name = scoped(tenant, collection)
+    # The first physical collection is the name itself; then <name>@2, @3, ...
+    physical = f"{name}@{jobs.next_generation(name) + 1}"
+    source = jobs.where(name, served)
+    before = jobs.rebuild(name)
+    fields = {
+        "state": "running",
+        "tenant": tenant,
+        "collection": collection,
+        "physical": physical,
+        "model": model,
+        "source": source.physical,
+        "source_model": source.model,
+        "started_at": time.time(),
+        "documents_total": 0,
+        "documents_copied": 0,
+        # A claim taken over from a dead worker: what it left is dropped first.
+        "orphan": before.get("physical", "") if before.get("state") == "running" else "",
+        "swapped_at": 0.0,
+    }
+    stale = time.time() - STALE_S
+    return physical if jobs.claim_rebuild(name, fields, stale) else None
+
+
+def run(ctx: RebuildContext, tenant: str, collection: str, physical: str) -> str:
+    """Carry out the claimed re-index into `physical` up to the swap ("swapped": call again
+    after `grace_s` to drop the old collection, "done" then), or fail or give way."""
+    name = scoped(tenant, collection)
+    record = ctx.jobs.rebuild(name)
+    state = record.get("state")
+    if state not in ("running", "swapped") or record.get("physical") != physical:
+        return str(state or "gone")  # a stale delivery
+    source = Live(str(record["source"]), str(record["source_model"]))
+    target = Live(physical, str(record["model"]))
+    copier = _Copier(ctx, tenant, collection, source, target)
+    try:
+        if state == "running":
+            if record.get("orphan") and record["orphan"] != source.physical:
+                ctx.store.drop(str(record["orphan"]))
+            copier.until_settled()
+            ctx.jobs.set_live(name, target.physical, target.model)
+            log.info("%s now reads %s (%s)", name, target.physical, target.model)
+            ctx.jobs.forget_answers(name)
+            copier.until_settled()
+            ctx.jobs.update_rebuild(name, state="swapped", swapped_at=time.time())
+            return "swapped"
+        ctx.sleep(max(0.0, float(record["swapped_at"]) + ctx.grace_s - time.time()))
+        copier.check()
+        ctx.store.drop(source.physical)
+        ctx.jobs.update_rebuild(name, state="done", finished_at=time.time())
+        return "done"
+    except Abandoned:
+        if ctx.jobs.where(name, "").physical != physical:
+            ctx.store.drop(physical)
+        return "abandoned"
+    except Exception as exc:
+        log.exception("re-index of %s failed", name)
+        if ctx.jobs.where(name, "").physical != physical:
+            ctx.store.drop(physical)  # not live: nothing reads it
+        ctx.jobs.update_rebuild(name, state="failed", reason=f"{type(exc).__name__}: {exc}")
+        return "failed"
+
+
+class _Copier:
+    def __init__(
+        self, ctx: RebuildContext, tenant: str, collection: str, source: Live, target: Live
+    ) -> None:
+        self.ctx, self.tenant, self.collection = ctx, tenant, collection
+        self.name = scoped(tenant, collection)
+        self.source, self.target = source, target
+        self.copied: dict[str, str] = {}  # document -> the version copied
+
+    def check(self) -> None:
+        record = self.ctx.jobs.rebuild(self.name)
+        if record.get("physical") != self.target.physical:
+            raise Abandoned(self.name)
+
+    def until_settled(self) -> None:
+        for _ in range(MAX_PASSES):
+            if not self.one_pass():
+                return
+
+    def one_pass(self) -> int:
+        """Copy what changed since the last pass; how many documents that was."""
+        versions = self.ctx.jobs.versions(self.tenant, self.collection)
+        gone = [d for d in self.copied if d not in versions]
+        changed = sorted(d for d, v in versions.items() if self.copied.get(d) != v)
+        for document_id in gone:
+            self.check()
+            self.ctx.store.delete_document(self.target.physical, document_id)
+            del self.copied[document_id]
+        for document_id in changed:
+            self.check()
+            self._copy(document_id)
+            self.copied[document_id] = versions[document_id]
+            self.ctx.jobs.update_rebuild(
+                self.name, documents_total=len(versions), documents_copied=len(self.copied)
+            )
+        return len(gone) + len(changed)
+
+    def _copy(self, document_id: str) -> None:
+        ctx = self.ctx
+        payloads = ctx.store.chunks(self.source.physical, document_id)
+        chunks = [Chunk.stored(int(p["chunk_index"]), str(p["text"])) for p in payloads]
+        ids = [c.point_id(self.name, document_id, self.target.model) for c in chunks]
+        before = ctx.store.document_ids(self.target.physical, document_id)
+        todo = [i for i, pid in enumerate(ids) if pid not in before]
+
+        def embed(texts: list[str]) -> Matrix:
+            return ctx.embed(texts, self.target.model)
+
+        def write(start: int, rows: Matrix) -> None:
+            part = todo[start : start + len(rows)]
+            points = [
+                VectorPoint(ids[i], row.tolist(), payloads[i])
+                for i, row in zip(part, rows, strict=True)
+            ]
+            model = VectorModel(self.target.model, rows.shape[1], variants=(ctx.embed.variant,))
+            ctx.store.upsert(self.target.physical, model, points)
+
+        texts = [chunks[i].text for i in todo]
+        embed_batches(embed, texts, ctx.batch, ctx.attempts, write, ctx.outage_s)
+        ctx.store.delete(self.target.physical, sorted(before - set(ids)))
