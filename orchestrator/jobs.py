@@ -298,15 +298,16 @@ class JobStore:
         self.redis.hset(rebuild_key(collection), mapping=mapping | {"updated_at": time.time()})
 
     def claim_rebuild(self, collection: str, fields: dict[str, Any], stale: float) -> bool:
-        """Record a new re-index unless one is running (one not updated since `stale` is
-        not: its worker died); True: this caller starts it."""
+        """Record a new re-index unless one is running or waits to drop the collection it
+        replaced (one not updated since `stale` is not: its worker died); True: this caller
+        starts it."""
         key = rebuild_key(collection)
         with self.redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
                     state, updated = pipe.hmget(key, ["state", "updated_at"])
-                    if state == b"running" and float(updated or 0) > stale:
+                    if state in (b"running", b"swapped") and float(updated or 0) > stale:
                         pipe.unwatch()
                         return False
                     pipe.multi()

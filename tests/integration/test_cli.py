@@ -83,6 +83,11 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         assert "notes: 62 points by embed, with BM25" in done.stdout, done.stdout + done.stderr
         found = _cli(env, "search", "red button", "-c", "notes", "-k", "1", "--mode", "sparse")
         assert "manual.pdf" in found.stdout and "(sparse)" in found.stdout
+        # Into another embedding model: every chunk embedded again, swapped in when done.
+        moved = _cli(env, "reindex", "notes", "--model", "embed_fp32")
+        assert "notes: 62 points by embed_fp32, with BM25" in moved.stdout, moved.stdout
+        found = _cli(env, "search", "reset the device", "-c", "notes", "-k", "1")
+        assert "manual.pdf" in found.stdout and "(hybrid)" in found.stdout
 
         # A pid file that points at someone else's process is not ours to stop.
         api = next(p for p in embedded.parts(settings) if p.name == "api")

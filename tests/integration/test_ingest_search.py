@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -282,3 +284,67 @@ def test_an_unknown_route_answers_in_the_one_error_body(api: httpx.Client) -> No
     assert response.status_code == 404
     assert response.json()["error"] == {"message": "Not Found", "type": "not_found", "code": 404}
     assert api.put("/v1/embeddings").json()["error"]["code"] == 405
+
+
+def test_reindex_into_another_model_while_searches_and_uploads_go_on(
+    api: httpx.Client, stack: Settings
+) -> None:
+    """`embed_fp32` is another Triton model than the served `embed`: the collection's vectors
+    are all made again by it, and the swap happens under a running search loop."""
+    for doc in upload(api, "moves", list(DOCS.items())).json()["documents"]:
+        assert wait_job(api, doc["job_id"])["state"] == "indexed"
+    stop = threading.Event()
+    failures: list[str] = []
+    pages: list[str] = []
+
+    def searching() -> None:
+        with httpx.Client(base_url=str(api.base_url), timeout=30) as own:
+            while not stop.is_set():
+                body = {"query": QUERIES["chess.pdf"], "top_k": 2}
+                response = own.post("/v1/collections/moves/search", json=body)
+                hits = response.json().get("data") if response.status_code == 200 else None
+                if not hits:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+                else:
+                    pages.append(hits[0]["document_id"])
+
+    loop = threading.Thread(target=searching)
+    loop.start()
+    try:
+        refused = api.post("/v1/collections/moves/reindex", json={"model": "no_such_model"})
+        assert refused.status_code == 404 and "no_such_model" in refused.text
+        started = api.post("/v1/collections/moves/reindex", json={"model": "embed_fp32"})
+        assert started.status_code == 202, started.text
+        assert started.json()["started"] and started.json()["reindexing"]
+        again = api.post("/v1/collections/moves/reindex", json={"model": "embed_fp32"}).json()
+        assert not again["started"]  # one at a time
+        _wait_rebuild(api, "moves", ("swapped", "done"))
+        late = upload(api, "moves", [("late.txt", b"Comets grow bright tails near the sun.")])
+        assert wait_job(api, late.json()["documents"][0]["job_id"])["state"] == "indexed"
+        # The old collection stays for the grace period (shipped default), then goes.
+        info = _wait_rebuild(api, "moves", ("done",), stack.reindex_grace_s + 60)
+    finally:
+        stop.set()
+        loop.join(timeout=60)
+    assert not failures, failures[:5]
+    assert len(pages) >= 20 and set(pages) == {"chess.pdf"}
+    assert info["model"]["name"] == "embed_fp32" and info["points"] == len(DOCS) + 1
+    assert info["rebuild"]["documents_copied"] >= len(DOCS)
+    hits = search(api, "moves", "what makes a comet's tail", top_k=1)
+    assert hits[0]["document_id"] == "late.txt"
+    old = stack.vectors_dir / "default__moves"
+    assert not old.exists() and (stack.vectors_dir / "default__moves@2").exists()
+
+
+def _wait_rebuild(
+    api: httpx.Client, collection: str, states: tuple[str, ...], timeout_s: float = 120
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info: dict[str, Any] = api.get(f"/v1/collections/{collection}").raise_for_status().json()
+        progress = info.get("rebuild") or {}
+        assert progress.get("state") != "failed", progress
+        if progress.get("state") in states:
+            return info
+        time.sleep(0.5)
+    raise AssertionError(f"re-index of {collection} not {states} after {timeout_s}s")

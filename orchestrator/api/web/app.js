@@ -216,9 +216,14 @@ async function loadModel() {
     if (error.status !== 404) return say(error.message, true);
   }
   const model = info?.model;
+  const rebuild = info?.rebuild;
+  const moving = rebuild?.state === "running"
+    ? ` · re-indexing into ${rebuild.model}: ${rebuild.documents_copied}/${rebuild.documents_total} documents`
+    : rebuild?.state === "failed" ? ` · re-index into ${rebuild.model} failed: ${rebuild.reason}` : "";
   $("collection-model").textContent = model
     ? `${info.points} vectors of ${model.name} (${model.dim} dims, ${model.variants.join(", ")})` +
-      (info.reindexing ? " · re-indexing" : "") + (info.sparse ? "" : " · dense search only")
+      (info.reindexing && !moving ? " · re-indexing" : "") + moving +
+      (info.sparse ? "" : " · dense search only")
     : "";
 }
 
