@@ -3,7 +3,8 @@
 # libpython3.11 the Triton python-backend stub links against, and Prometheus (with promtool)
 # for the embedded stack's monitoring, tmux for the terminal test of `tritonrag top`, Chromium
 # for the browser tests of the page (Playwright drives Debian's build), kubectl to render the
-# Kubernetes manifests offline (tests/unit/test_k8s.py; its kustomize). Idempotent.
+# Kubernetes manifests offline (tests/unit/test_k8s.py; its kustomize), HAProxy as the load
+# balancer of the cluster rehearsal (tests/reliability/test_rehearsal.py). Idempotent.
 set -euo pipefail
 missing=()
 ldconfig -p | grep -q 'libb64\.so\.0d' || missing+=(libb64-0d)
@@ -12,6 +13,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(
 command -v tmux >/dev/null || missing+=(tmux)  # `tritonrag top` is tested in a real terminal
 command -v chromium >/dev/null || missing+=(chromium fonts-liberation)  # the page's browser tests
 command -v kubectl >/dev/null || missing+=(kubectl)  # `kubectl kustomize deploy/k8s/overlays/*`
+command -v haproxy >/dev/null || missing+=(haproxy)  # the rehearsal's load balancer
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
@@ -29,5 +31,5 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 [ "$own_policy" -eq 1 ] && rm -f "$policy"
 if [ -d /run/systemd/system ]; then
-  systemctl disable --now prometheus.service 2>/dev/null || true
+  systemctl disable --now prometheus.service haproxy.service 2>/dev/null || true
 fi

@@ -146,11 +146,21 @@ def store_check(
 ) -> dict[str, int]:
     """Stop the worker, read the shard, compare every document's points with the ids its
     chunks give; bring the worker back. Returns missing/extra/stray counts (all must be 0)."""
+    embedded.down_part(part(settings, "worker"), settings)
+    try:
+        return store_diff(settings, collection, docs)
+    finally:
+        embedded.up(settings, print)
+
+
+def store_diff(
+    settings: Settings, collection: str, docs: list[tuple[str, bytes]]
+) -> dict[str, int]:
+    """The shard (its owner stopped) against the ids the documents' chunks give."""
     chunker = Chunker.from_model_dir(
         settings.chunking_model_dir, settings.chunk_tokens, settings.chunk_overlap
     )
     name = scoped("default", collection)
-    embedded.down_part(part(settings, "worker"), settings)
     store = EdgeVectors(settings.vectors_dir)
     try:
         missing = extra = owned = 0
@@ -166,4 +176,3 @@ def store_check(
         return {"missing": missing, "extra": extra, "stray": store.count(name) - owned}
     finally:
         store.close()
-        embedded.up(settings, print)
