@@ -322,7 +322,9 @@ def test_a_cluster_loses_nothing_when_one_of_each_dies(
             f"{k} marked down {e - s:.1f} s after its kill"
             for k, (s, e) in windows.items()
             if k != "worker"
-        ),
+        )
+        + f"; APIs back {windows['worker'][1] - windows['worker'][0]:.1f} s after the worker's "
+        "kill",
     )
     assert lost == {}, lost
     assert diff == {"missing": 0, "extra": 0, "stray": 0}, diff
