@@ -8,6 +8,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -95,6 +96,15 @@ UNCOVERED = "\x00uncovered"
 def jittered(ttl_s: int, spread: float = 0.1) -> int:
     """`ttl_s` give or take `spread`, so entries written together do not expire together."""
     return max(1, round(ttl_s * random.uniform(1 - spread, 1 + spread)))
+
+
+@dataclass(frozen=True)
+class Version:
+    """A document as a re-index sees it (JobStore.versions)."""
+
+    version: str
+    physical: str  # where its last finished job wrote it ("" before that, or unknown)
+    finished: bool
 
 
 @dataclass(frozen=True)
@@ -253,22 +263,52 @@ class JobStore:
         pipe.srem(collections_key(tenant), collection)
         return bool(pipe.execute()[1])
 
-    def versions(self, tenant: str, collection: str) -> dict[str, str]:
-        """Each document's version: the job that last touched it, and its state."""
+    def versions(self, tenant: str, collection: str) -> dict[str, Version]:
+        """Each document's version (the job that last touched it, and its state), where that
+        job wrote it, and whether it is finished. Documents being deleted are left out."""
         raws = self.redis.hgetall(self._docs(tenant, collection))
         records = (json.loads(r) for r in raws.values())
         return {
-            r["document_id"]: f"{r['job_id']}:{r['state']}"
+            r["document_id"]: Version(
+                f"{r['job_id']}:{r['state']}",
+                r.get("physical", ""),
+                JobState(r["state"]).terminal,
+            )
             for r in records
             if not r.get("deleting")
         }
 
-    def mark_deleting(self, tenant: str, collection: str, document_id: str) -> None:
-        """Before its chunks are deleted: a re-index (pipeline/rebuild.py) stops copying it."""
+    def mark_deleting(self, tenant: str, collection: str, document_id: str, on: bool) -> None:
+        """Before its chunks are deleted (and back, if that failed): a re-index
+        (pipeline/rebuild.py) stops copying it."""
+
+        def change(pipe: Any) -> Callable[[Any], None] | None:
+            raw = pipe.hget(key, document_id)
+            if not raw:
+                return None
+            record = json.loads(raw) | {"deleting": on}
+            return lambda p: p.hset(key, document_id, json.dumps(record))
+
         key = self._docs(tenant, collection)
-        raw = self.redis.hget(key, document_id)
-        if raw:
-            self.redis.hset(key, document_id, json.dumps(json.loads(raw) | {"deleting": True}))
+        self._atomically(key, change)
+
+    def _atomically(self, key: str, change: Callable[[Any], Callable[[Any], Any] | None]) -> bool:
+        """Read `key` (under WATCH) with `change`, which returns the write to make, or None
+        for none; retried until no one wrote `key` in between. True: written."""
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    write = change(pipe)
+                    if write is None:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    write(pipe)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     # --- where a collection lives (pipeline/rebuild.py) ---
     def where(self, collection: str, served: str) -> Live:
@@ -286,38 +326,60 @@ class JobStore:
     def next_generation(self, collection: str) -> int:
         return int(self.redis.incr(f"{PREFIX}generation:{collection}"))
 
-    def set_live(self, collection: str, physical: str, model: str) -> None:
-        self.redis.set(live_key(collection), json.dumps({"physical": physical, "model": model}))
+    def swap_live(self, collection: str, physical: str, model: str) -> bool:
+        """Make `physical` (by `model`) the live collection, if the re-index that built it is
+        still the collection's (not dropped, not taken over); marks it swapped."""
+
+        def change(pipe: Any) -> Callable[[Any], None] | None:
+            if pipe.hget(key, "physical") != physical.encode():
+                return None
+
+            def write(p: Any) -> None:
+                p.set(live_key(collection), json.dumps({"physical": physical, "model": model}))
+                now = time.time()
+                p.hset(key, mapping={"state": "swapped", "swapped_at": now, "updated_at": now})
+
+            return write
+
+        key = rebuild_key(collection)
+        return self._atomically(key, change)
 
     def rebuild(self, collection: str) -> dict[str, Any]:
         raw = self.redis.hgetall(rebuild_key(collection))
         return {k.decode(): _dec(k.decode(), v.decode()) for k, v in raw.items()}  # type: ignore[union-attr]
 
-    def update_rebuild(self, collection: str, **fields: Any) -> None:
+    def update_rebuild(self, collection: str, physical: str, **fields: Any) -> bool:
+        """Update the re-index into `physical`, if it is still the collection's (False: it was
+        dropped or taken over)."""
         mapping: dict[Any, Any] = {k: _enc(v) for k, v in fields.items()}
-        self.redis.hset(rebuild_key(collection), mapping=mapping | {"updated_at": time.time()})
+
+        def change(pipe: Any) -> Callable[[Any], None] | None:
+            if pipe.hget(key, "physical") != physical.encode():
+                return None
+            return lambda p: p.hset(key, mapping=mapping | {"updated_at": time.time()})
+
+        key = rebuild_key(collection)
+        return self._atomically(key, change)
 
     def claim_rebuild(self, collection: str, fields: dict[str, Any], stale: float) -> bool:
         """Record a new re-index unless one is running or waits to drop the collection it
         replaced (one not updated since `stale` is not: its worker died); True: this caller
         starts it."""
+        mapping: dict[Any, Any] = {k: _enc(v) for k, v in fields.items()}
+
+        def change(pipe: Any) -> Callable[[Any], None] | None:
+            state, updated = pipe.hmget(key, ["state", "updated_at"])
+            if state in (b"running", b"swapped") and float(updated or 0) > stale:
+                return None
+
+            def write(p: Any) -> None:
+                p.delete(key)
+                p.hset(key, mapping=mapping | {"updated_at": time.time()})
+
+            return write
+
         key = rebuild_key(collection)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    state, updated = pipe.hmget(key, ["state", "updated_at"])
-                    if state in (b"running", b"swapped") and float(updated or 0) > stale:
-                        pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.delete(key)
-                    mapping: dict[Any, Any] = {k: _enc(v) for k, v in fields.items()}
-                    pipe.hset(key, mapping=mapping | {"updated_at": time.time()})
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
+        return self._atomically(key, change)
 
     def forget_answers(self, collection: str, document_id: str | None = None) -> int:
         """Drop cached answers resting on the document (or on any document of the collection)."""

@@ -165,7 +165,15 @@ def rebuild_collection(tenant: str, collection: str, physical: str) -> str:
         rt.store, rt.jobs, rt.index.embed, s.embed_batch, s.task_retries, s.outage_wait_s,
         s.reindex_grace_s,
     )  # fmt: skip
-    state = rebuild.run(ctx, tenant, collection, physical)
+    if not gate.enter(alone=False):  # an ingest slot, as documents take: searches keep one
+        rebuild_collection.apply_async((tenant, collection, physical), countdown=1)
+        return "requeued"
+    try:
+        state = rebuild.run(ctx, tenant, collection, physical)
+    except redis.exceptions.ConnectionError as exc:  # not the re-index's fault: again later
+        raise Reject(f"Redis unreachable: {exc}", requeue=True) from exc
+    finally:
+        gate.leave()
     if state == "swapped":
         rebuild_collection.apply_async((tenant, collection, physical), countdown=s.reindex_grace_s)
     return state

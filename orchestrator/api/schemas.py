@@ -119,9 +119,11 @@ class CollectionModel(BaseModel):
 class RebuildProgress(BaseModel):
     """A re-index into a new physical collection (`tritonrag reindex --model`)."""
 
-    state: str = Field(description="running, swapped (old one kept a grace period), done, failed")
-    model: str = Field(description="The embedding model it re-embeds with.")
-    source_model: str = Field(description="The model the collection had before.")
+    state: str = Field(
+        "running", description="running, swapped (old one kept a grace period), done, failed"
+    )
+    model: str | None = Field(None, description="The embedding model it re-embeds with.")
+    source_model: str | None = Field(None, description="The model the collection had before.")
     documents_total: int = 0
     documents_copied: int = 0
     started_at: float | None = None

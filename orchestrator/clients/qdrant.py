@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,14 +87,17 @@ class ServerVectors:
         self._records: dict[str, VectorModel | None] = {}  # alias -> its model, once read
         self._aliases: set[str] = set()  # physical collections known to exist, by alias
         self._homes: dict[str, str] = {}  # collection -> the alias holding its points
+        self._listed = 0.0  # when the aliases were last read
         self._lock = threading.Lock()
 
     # --- the physical collections, one per model ---
     def _known(self, refresh: bool = False) -> list[str]:
-        """The aliases of every model's physical collection, the served model's first."""
-        if refresh or not self._aliases:
+        """The aliases of every model's physical collection, the served model's first (another
+        process may have made one since: read again when asked, at most once a second)."""
+        if not self._aliases or (refresh and time.monotonic() - self._listed > 1.0):
             names = {a.alias_name for a in self._client.get_aliases().aliases}
             self._aliases |= {n for n in names if n.startswith("tritonrag-")}
+            self._listed = time.monotonic()
         return sorted(self._aliases, key=lambda a: a != self._served)
 
     def _holds(self, alias: str, collection: str) -> bool:
@@ -108,7 +112,7 @@ class ServerVectors:
         if home is not None and (not confirm or self._holds(home, collection)):
             return home
         self._homes.pop(collection, None)
-        for alias in self._known(refresh=home is not None or confirm):
+        for alias in self._known(refresh=True):
             if self._holds(alias, collection):
                 self._homes[collection] = alias
                 return alias
@@ -119,7 +123,10 @@ class ServerVectors:
 
         alias = alias_of(model.name)
         with self._lock:
-            if alias in self._known() or alias in self._known(refresh=True):
+            if alias in self._known():
+                return alias
+            self._listed = 0.0  # made by another process meanwhile? ask the server now
+            if alias in self._known(refresh=True):
                 return alias
             physical = f"{alias}-1"
             int8 = self._quantization == "int8"

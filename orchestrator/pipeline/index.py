@@ -76,10 +76,17 @@ def ingest(ctx: IndexContext, job_id: str) -> JobState:
                 _with_retry(ctx, ctx.store.delete_document, physical, document_id)
         return _fail(ctx, job, str(exc))
     ctx.jobs.update_document(
-        tenant, collection, document_id, job_id, state=JobState.INDEXED, chunks=len(chunks)
+        tenant,
+        collection,
+        document_id,
+        job_id,
+        state=JobState.INDEXED,
+        chunks=len(chunks),
+        physical=live.physical,
     )
-    ctx.jobs.update_job(job_id, state=JobState.INDEXED)
     _follow(ctx, job, chunks, metadata, live)
+    # Only now: a worker killed before this runs the job again, where the collection lives.
+    ctx.jobs.update_job(job_id, state=JobState.INDEXED)
     # Last: a worker killed before this point leaves a job that runs again, and needs them.
     ctx.jobs.drop_blob(job_id)
     return JobState.INDEXED
@@ -96,8 +103,13 @@ def _follow(
         log.info("%s moved to %s while job %s ran: writing it there", name, now, job["id"])
         try:
             _index_chunks(ctx, job, chunks, metadata, now)
-            # Written past the re-index's copy: nothing else removes it from the old place.
-            _with_retry(ctx, ctx.store.delete_document, live.physical, job["document_id"])
+            tenant, collection, document_id = job["tenant"], job["collection"], job["document_id"]
+            ctx.jobs.update_document(
+                tenant, collection, document_id, job["id"], physical=now.physical
+            )
+            # Written past the re-index's copy: nothing else removes it from the old place
+            # (which its drop may already have removed, and this write made again).
+            _with_retry(ctx, ctx.store.delete_document, live.physical, document_id)
         except (TritonRagError, Superseded) as exc:  # the document stays indexed where it was
             log.warning("job %s not rewritten into %s: %s", job["id"], now.physical, exc)
             return

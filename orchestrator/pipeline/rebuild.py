@@ -30,14 +30,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from orchestrator.clients.vectors import Matrix, VectorModel, VectorPoint, VectorStore
 from orchestrator.jobs import JobStore, Live, scoped
 from orchestrator.pipeline.chunk import Chunk
-from orchestrator.pipeline.embed import Embedder, embed_batches
+from orchestrator.pipeline.embed import Embedder, embed_batches, retrying
 
 log = logging.getLogger("tritonrag.rebuild")
-STALE_S = 600.0  # a running record untouched this long belongs to no live worker
+T = TypeVar("T")
+# A running record untouched this long belongs to no live worker: well past the longest wait
+# for Triton or the store (outage_wait_s, 600 s by default).
+STALE_S = 3600.0
 MAX_PASSES = 20  # passes before a swap, if uploads keep changing documents
 
 
@@ -95,32 +99,42 @@ def run(ctx: RebuildContext, tenant: str, collection: str, physical: str) -> str
     source = Live(str(record["source"]), str(record["source_model"]))
     target = Live(physical, str(record["model"]))
     copier = _Copier(ctx, tenant, collection, source, target)
+    if state == "running":
+        try:
+            orphan = str(record.get("orphan") or "")
+            if orphan and orphan not in (source.physical, physical):
+                copier.retry(ctx.store.drop, orphan)
+            copier.until_settled()
+            if not ctx.jobs.swap_live(name, target.physical, target.model):
+                raise Abandoned(name)
+        except Abandoned:
+            copier.retry(ctx.store.drop, physical)  # never live: nothing reads it
+            return "abandoned"
+        except Exception as exc:
+            log.exception("re-index of %s failed", name)
+            copier.retry(ctx.store.drop, physical)
+            ctx.jobs.update_rebuild(name, physical, state="failed", reason=_reason(exc))
+            return "failed"
+        log.info("%s now reads %s (%s)", name, target.physical, target.model)
+        ctx.jobs.forget_answers(name)
+        try:
+            copier.until_settled()
+        except Exception:  # live now: never failed; the drop stage copies what is left
+            log.exception("re-index of %s: copying after the swap failed", name)
+        return "swapped"
+    ctx.sleep(max(0.0, float(record["swapped_at"]) + ctx.grace_s - time.time()))
     try:
-        if state == "running":
-            if record.get("orphan") and record["orphan"] != source.physical:
-                ctx.store.drop(str(record["orphan"]))
-            copier.until_settled()
-            ctx.jobs.set_live(name, target.physical, target.model)
-            log.info("%s now reads %s (%s)", name, target.physical, target.model)
-            ctx.jobs.forget_answers(name)
-            copier.until_settled()
-            ctx.jobs.update_rebuild(name, state="swapped", swapped_at=time.time())
-            return "swapped"
-        ctx.sleep(max(0.0, float(record["swapped_at"]) + ctx.grace_s - time.time()))
+        copier.until_settled()  # what the passes after the swap missed, if anything
         copier.check()
-        ctx.store.drop(source.physical)
-        ctx.jobs.update_rebuild(name, state="done", finished_at=time.time())
-        return "done"
+        copier.retry(ctx.store.drop, source.physical)
     except Abandoned:
-        if ctx.jobs.where(name, "").physical != physical:
-            ctx.store.drop(physical)
         return "abandoned"
-    except Exception as exc:
-        log.exception("re-index of %s failed", name)
-        if ctx.jobs.where(name, "").physical != physical:
-            ctx.store.drop(physical)  # not live: nothing reads it
-        ctx.jobs.update_rebuild(name, state="failed", reason=f"{type(exc).__name__}: {exc}")
-        return "failed"
+    ctx.jobs.update_rebuild(name, physical, state="done", finished_at=time.time())
+    return "done"
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Copier:
@@ -130,11 +144,15 @@ class _Copier:
         self.ctx, self.tenant, self.collection = ctx, tenant, collection
         self.name = scoped(tenant, collection)
         self.source, self.target = source, target
-        self.copied: dict[str, str] = {}  # document -> the version copied
+        self.copied: dict[str, str] = {}  # document -> the version copied (or seen in place)
+
+    def retry(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store call, retried as ingestion's are (and waiting out an outage)."""
+        return retrying(self.ctx.attempts, self.ctx.outage_s)(fn, *args)
 
     def check(self) -> None:
-        record = self.ctx.jobs.rebuild(self.name)
-        if record.get("physical") != self.target.physical:
+        """Still the collection's re-index (and seen alive: `updated_at`)."""
+        if not self.ctx.jobs.update_rebuild(self.name, self.target.physical):
             raise Abandoned(self.name)
 
     def until_settled(self) -> None:
@@ -145,27 +163,39 @@ class _Copier:
     def one_pass(self) -> int:
         """Copy what changed since the last pass; how many documents that was."""
         versions = self.ctx.jobs.versions(self.tenant, self.collection)
+        swapped = self.ctx.jobs.where(self.name, "").physical == self.target.physical
         gone = [d for d in self.copied if d not in versions]
-        changed = sorted(d for d, v in versions.items() if self.copied.get(d) != v)
+        changed = sorted(d for d, v in versions.items() if self.copied.get(d) != v.version)
         for document_id in gone:
             self.check()
-            self.ctx.store.delete_document(self.target.physical, document_id)
+            self.retry(self.ctx.store.delete_document, self.target.physical, document_id)
             del self.copied[document_id]
+        done = 0
         for document_id in changed:
             self.check()
-            self._copy(document_id)
-            self.copied[document_id] = versions[document_id]
+            version = versions[document_id]
+            if swapped and not version.finished:
+                continue  # its job writes it where the collection lives now, or follows it
+            if version.physical != self.target.physical:  # else its job wrote it there
+                self._copy(document_id)
+            self.copied[document_id] = version.version
+            done += 1
             self.ctx.jobs.update_rebuild(
-                self.name, documents_total=len(versions), documents_copied=len(self.copied)
+                self.name,
+                self.target.physical,
+                documents_total=len(versions),
+                documents_copied=len(self.copied),
             )
-        return len(gone) + len(changed)
+        return len(gone) + done
 
     def _copy(self, document_id: str) -> None:
         ctx = self.ctx
-        payloads = ctx.store.chunks(self.source.physical, document_id)
+        payloads = self.retry(ctx.store.chunks, self.source.physical, document_id)
+        if not payloads:  # nothing there (yet, or moved on by its job): nothing to replace
+            return
         chunks = [Chunk.stored(int(p["chunk_index"]), str(p["text"])) for p in payloads]
         ids = [c.point_id(self.name, document_id, self.target.model) for c in chunks]
-        before = ctx.store.document_ids(self.target.physical, document_id)
+        before = self.retry(ctx.store.document_ids, self.target.physical, document_id)
         todo = [i for i, pid in enumerate(ids) if pid not in before]
 
         def embed(texts: list[str]) -> Matrix:
@@ -178,8 +208,9 @@ class _Copier:
                 for i, row in zip(part, rows, strict=True)
             ]
             model = VectorModel(self.target.model, rows.shape[1], variants=(ctx.embed.variant,))
-            ctx.store.upsert(self.target.physical, model, points)
+            self.retry(ctx.store.upsert, self.target.physical, model, points)
+            self.check()  # alive: a long document is not taken for a dead worker's
 
         texts = [chunks[i].text for i in todo]
         embed_batches(embed, texts, ctx.batch, ctx.attempts, write, ctx.outage_s)
-        ctx.store.delete(self.target.physical, sorted(before - set(ids)))
+        self.retry(ctx.store.delete, self.target.physical, sorted(before - set(ids)))

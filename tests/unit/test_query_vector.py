@@ -4,6 +4,7 @@ collection check, the query-embedding cache and its write off the request's path
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, cast
 from urllib.parse import urlparse
 
@@ -14,7 +15,7 @@ import redis.asyncio as aioredis
 from orchestrator.api.services import Services
 from orchestrator.clients.triton import Embeddings, Priority, TritonEmbedder
 from orchestrator.errors import ErrorCode, TritonRagError
-from orchestrator.jobs import JobStore, collections_key
+from orchestrator.jobs import JobStore, collections_key, live_key
 from orchestrator.lanes import create_celery
 from orchestrator.settings import Settings
 
@@ -80,7 +81,8 @@ def test_a_new_text_is_embedded_at_query_priority_once_then_served_from_the_cach
 def test_a_collection_moved_to_another_model_is_searched_by_that_model(redis_url: str) -> None:
     async def body(services: Services, embedder: CountingEmbedder, client: Any) -> None:
         before, _ = await services.search_vector("acme", "docs", "keys")
-        services.jobs.set_live("acme__docs", "acme__docs@2", "embed_other")
+        moved = {"physical": "acme__docs@2", "model": "embed_other"}
+        services.jobs.redis.set(live_key("acme__docs"), json.dumps(moved))
         after, live = await services.search_vector("acme", "docs", "keys")
         assert (live.physical, live.model) == ("acme__docs@2", "embed_other")
         assert before == [4.0, 1.0, 0.5] and after == [4.0, 2.0, 0.5]  # not the cached one

@@ -4,6 +4,7 @@ refused by the store rather than silently ranked."""
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def test_uploads_and_deletes_during_a_rebuild_are_not_lost(
     def meanwhile() -> None:
         _upload(ctx, "e", _text("e"))  # a new document, into the old collection
         _upload(ctx, "b", _text("bees"))  # a changed one
-        jobs.mark_deleting("t", "c", "c")  # a deleted one, as the API and worker do it
+        jobs.mark_deleting("t", "c", "c", True)  # a deleted one, as the API and worker do it
         for where in jobs.physicals(NAME, "old"):
             store.delete_document(where, "c")
         jobs.remove_document("t", "c", "c")
@@ -172,13 +173,15 @@ def test_an_upload_that_straddles_the_swap_follows_the_collection(
     physical = rebuild.start(jobs, "t", "c", "new", served="old")
     assert physical is not None
     outcome: list[str] = []
-    # The whole re-index runs while the upload below embeds into the old collection.
+    # The re-index runs up to its swap while the upload below embeds into the old
+    # collection; its drop stage (passes, then the drop) after the upload finished.
     calls = embed.calls["old"]
     embed.hooks[("old", calls + 1)] = lambda: outcome.append(
-        _run(_rebuilder(ctx), "t", "c", physical)
+        rebuild.run(_rebuilder(ctx), "t", "c", physical)
     )
     _upload(ctx, "late", _text("late"))
-    assert outcome == ["done"]
+    outcome.append(rebuild.run(_rebuilder(ctx), "t", "c", physical))
+    assert outcome == ["swapped", "done"]
     assert "late" in _found(ctx, "late figure")
     assert store.count(NAME) == 0  # nothing left behind in the old collection
     model = store.model(physical)
@@ -232,6 +235,7 @@ def test_dropping_the_collection_abandons_its_rebuild(jobs: JobStore, store: Vec
     assert _run(_rebuilder(ctx), "t", "c", physical) == "abandoned"
     assert store.count(physical) == 0 and store.model(physical) is None
     assert jobs.where(NAME, "old").physical == NAME
+    assert jobs.rebuild(NAME) == {}  # no record made again by the abandoned run
 
 
 def test_a_failed_rebuild_leaves_the_collection_where_it_was(
@@ -273,3 +277,38 @@ def _some_points(ctx: IndexContext) -> tuple[Any, list[Any]]:
 
     row = ctx.embed(["x"], "new")[0].tolist()
     return VectorModel("new", len(row)), [VectorPoint("00000000-0000-0000-0000-000000000001", row)]
+
+
+def test_a_document_uploaded_again_after_the_swap_keeps_its_new_text(
+    jobs: JobStore, store: VectorStore
+) -> None:
+    embed = TwoModels()
+    ctx = _ctx(jobs, store, embed)
+    for doc in ("a", "b"):
+        _upload(ctx, doc, _text(doc))
+    physical = rebuild.start(jobs, "t", "c", "new", served="old")
+    assert physical is not None
+    assert rebuild.run(_rebuilder(ctx), "t", "c", physical) == "swapped"
+    _upload(ctx, "b", _text("bees"))  # into the new collection, by the new model
+    assert rebuild.run(_rebuilder(ctx), "t", "c", physical) == "done"  # passes, then the drop
+    texts = " ".join(p["text"] for p in store.chunks(physical, "b"))
+    assert "bees" in texts and "the b figure" not in texts
+
+
+def test_a_server_process_finds_a_collection_another_process_moved(jobs: JobStore) -> None:
+    """Two workers on one Qdrant: the one that did not re-index still finds the new model's
+    physical collection (made after it first listed them)."""
+    client = QdrantClient(location=":memory:")
+    rebuilder, searcher = ServerVectors(client, "old"), ServerVectors(client, "old")
+    embed = TwoModels()
+    ctx = _ctx(jobs, rebuilder, embed)
+    _upload(ctx, "a", _text("a"))
+    assert searcher.count(NAME) > 0  # it has listed the physical collections now
+    physical = rebuild.start(jobs, "t", "c", "new", served="old")
+    assert physical is not None
+    assert _run(_rebuilder(ctx), "t", "c", physical) == "done"
+    time.sleep(1.1)  # its list is read again at most once a second
+    other = _ctx(jobs, searcher, embed)
+    assert _found(other, "a figure") == {"a"}
+    model = searcher.model(physical)
+    assert model is not None and model.name == "new"

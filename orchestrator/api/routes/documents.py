@@ -178,8 +178,12 @@ async def delete_document(
     )
     timeout = services.settings.search_timeout_s
     name = scoped(tenant, collection)
-    await asyncio.to_thread(jobs.mark_deleting, tenant, collection, document_id)
-    await services.call(DELETE_DOCUMENT, name, document_id, timeout_s=timeout)
+    await asyncio.to_thread(jobs.mark_deleting, tenant, collection, document_id, True)
+    try:
+        await services.call(DELETE_DOCUMENT, name, document_id, timeout_s=timeout)
+    except BaseException:
+        await asyncio.to_thread(jobs.mark_deleting, tenant, collection, document_id, False)
+        raise
     await asyncio.to_thread(jobs.remove_document, tenant, collection, document_id)
     return {"document_id": document_id, "deleted": True}
 
