@@ -16,7 +16,7 @@ from qdrant_client import QdrantClient
 from orchestrator.clients.edge import EdgeVectors
 from orchestrator.clients.qdrant import ServerVectors
 from orchestrator.clients.vectors import Matrix, VectorStore
-from orchestrator.jobs import JobState, JobStore, scoped
+from orchestrator.jobs import JobState, JobStore, Live, scoped
 from orchestrator.pipeline import rebuild
 from orchestrator.pipeline.chunk import Chunk, Chunker
 from orchestrator.pipeline.index import IndexContext, ingest
@@ -78,6 +78,19 @@ def _run(ctx: rebuild.RebuildContext, tenant: str, collection: str, physical: st
     """As the worker does: again after the swap, for the drop."""
     state = rebuild.run(ctx, tenant, collection, physical)
     return rebuild.run(ctx, tenant, collection, physical) if state == "swapped" else state
+
+
+def _started(
+    jobs: JobStore, store: VectorStore, docs: tuple[str, ...], model: str = "new"
+) -> tuple[TwoModels, IndexContext, str]:
+    """Documents uploaded by the old model, then a re-index into `model` claimed."""
+    embed = TwoModels()
+    ctx = _ctx(jobs, store, embed)
+    for doc in docs:
+        _upload(ctx, doc, _text(doc))
+    physical = rebuild.start(jobs, "t", "c", model, served="old")
+    assert physical is not None
+    return embed, ctx, physical
 
 
 def _upload(ctx: IndexContext, doc: str, text: str) -> str:
@@ -142,12 +155,7 @@ def test_a_collection_moves_to_another_model_and_the_old_one_goes(
 def test_uploads_and_deletes_during_a_rebuild_are_not_lost(
     jobs: JobStore, store: VectorStore
 ) -> None:
-    embed = TwoModels()
-    ctx = _ctx(jobs, store, embed)
-    for doc in ("a", "b", "c", "d"):
-        _upload(ctx, doc, _text(doc))
-    physical = rebuild.start(jobs, "t", "c", "new", served="old")
-    assert physical is not None
+    embed, ctx, physical = _started(jobs, store, ("a", "b", "c", "d"))
 
     def meanwhile() -> None:
         _upload(ctx, "e", _text("e"))  # a new document, into the old collection
@@ -167,11 +175,7 @@ def test_uploads_and_deletes_during_a_rebuild_are_not_lost(
 def test_an_upload_that_straddles_the_swap_follows_the_collection(
     jobs: JobStore, store: VectorStore
 ) -> None:
-    embed = TwoModels()
-    ctx = _ctx(jobs, store, embed)
-    _upload(ctx, "a", _text("a"))
-    physical = rebuild.start(jobs, "t", "c", "new", served="old")
-    assert physical is not None
+    embed, ctx, physical = _started(jobs, store, ("a",))
     outcome: list[str] = []
     # The re-index runs up to its swap while the upload below embeds into the old
     # collection; its drop stage (passes, then the drop) after the upload finished.
@@ -189,11 +193,7 @@ def test_an_upload_that_straddles_the_swap_follows_the_collection(
 
 
 def test_searches_answer_throughout_the_swap(jobs: JobStore, store: VectorStore) -> None:
-    ctx = _ctx(jobs, store, TwoModels())
-    for doc in ("a", "b", "c"):
-        _upload(ctx, doc, _text(doc))
-    physical = rebuild.start(jobs, "t", "c", "new", served="old")
-    assert physical is not None
+    _embed, ctx, physical = _started(jobs, store, ("a", "b", "c"))
     done = threading.Event()
     errors: list[BaseException] = []
     pages: list[set[str]] = []
@@ -219,12 +219,7 @@ def test_searches_answer_throughout_the_swap(jobs: JobStore, store: VectorStore)
 
 
 def test_dropping_the_collection_abandons_its_rebuild(jobs: JobStore, store: VectorStore) -> None:
-    embed = TwoModels()
-    ctx = _ctx(jobs, store, embed)
-    for doc in ("a", "b"):
-        _upload(ctx, doc, _text(doc))
-    physical = rebuild.start(jobs, "t", "c", "new", served="old")
-    assert physical is not None
+    embed, ctx, physical = _started(jobs, store, ("a", "b"))
 
     def drop() -> None:
         for where in jobs.physicals(NAME, "old"):
@@ -241,13 +236,9 @@ def test_dropping_the_collection_abandons_its_rebuild(jobs: JobStore, store: Vec
 def test_a_failed_rebuild_leaves_the_collection_where_it_was(
     jobs: JobStore, store: VectorStore
 ) -> None:
-    embed = TwoModels()
-    ctx = _ctx(jobs, store, embed)
-    _upload(ctx, "a", _text("a"))
-    physical = rebuild.start(jobs, "t", "c", "missing", served="old")
-    assert physical is not None
+    _embed, ctx, physical = _started(jobs, store, ("a",), model="missing")
     assert _run(_rebuilder(ctx), "t", "c", physical) == "failed"
-    assert jobs.where(NAME, "old") == jobs.where(NAME, "old").__class__(NAME, "old")
+    assert jobs.where(NAME, "old") == Live(NAME, "old")
     assert "KeyError" in jobs.rebuild(NAME)["reason"]
     assert _found(ctx, "a figure") == {"a"}
     # A failed one does not block the next.
@@ -282,12 +273,7 @@ def _some_points(ctx: IndexContext) -> tuple[Any, list[Any]]:
 def test_a_document_uploaded_again_after_the_swap_keeps_its_new_text(
     jobs: JobStore, store: VectorStore
 ) -> None:
-    embed = TwoModels()
-    ctx = _ctx(jobs, store, embed)
-    for doc in ("a", "b"):
-        _upload(ctx, doc, _text(doc))
-    physical = rebuild.start(jobs, "t", "c", "new", served="old")
-    assert physical is not None
+    _embed, ctx, physical = _started(jobs, store, ("a", "b"))
     assert rebuild.run(_rebuilder(ctx), "t", "c", physical) == "swapped"
     _upload(ctx, "b", _text("bees"))  # into the new collection, by the new model
     assert rebuild.run(_rebuilder(ctx), "t", "c", physical) == "done"  # passes, then the drop
