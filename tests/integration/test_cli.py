@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,11 @@ def test_stack_lifecycle_ingest_and_search(tmp_path: Path) -> None:
         # A collection indexed before sparse vectors existed: it answers dense until
         # `tritonrag reindex` gives it BM25 vectors.
         os.kill(embedded.running_pid(worker, settings) or 0, signal.SIGKILL)
+        # The shard's lock goes with the process, not with the signal (CI: WAL WouldBlock).
+        deadline = time.monotonic() + 30
+        while embedded.running_pid(worker, settings) is not None:
+            assert time.monotonic() < deadline, "the killed worker is still running"
+            time.sleep(0.1)
         _dense_only(settings.vectors_dir / "default__notes")
         assert "worker: started" in _cli(env, "up").stdout
         found = _cli(env, "search", "reset the device", "-c", "notes", "-k", "1")
