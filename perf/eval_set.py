@@ -12,6 +12,9 @@ project ships or builds, and a run of `tritonrag eval` over it on a stack of its
     python -m perf.eval_set --answer-mode generate --answer-mode quote --answer-mode auto \
         --save grounding               # one run per mode; + the grounding threshold sweep
     --limit N asks every k-th question only (N of them, all three kinds kept).
+    python -m perf.eval_set --llm-engine llama.cpp --llm-engine openvino --save engines
+        # the same eval with each LLM engine published in turn (tritonrag publish-llm
+        # --engine E), one stack each; the engine publish-llm chooses is published again after
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from export.run import cpu_isa
 from orchestrator.cli.launcher import settings_env
-from orchestrator.pipeline.score import Case, grounding_summary, load_cases
+from orchestrator.pipeline.score import Case, grounding_summary, label, load_cases
 from orchestrator.settings import ROOT, Settings
 from perf.answer_quality import CASES, documents
 from perf.common import RESULTS, own_stack, save_results
@@ -281,6 +285,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--answer-mode", action="append", default=[], help="answer mode (repeat)")
     parser.add_argument("--limit", type=int, help="ask only this many questions, evenly spread")
     parser.add_argument("--save", default="eval_set", help="name of the results files")
+    parser.add_argument(
+        "--llm-engine", action="append", default=[], help="publish the LLM with it (repeat)"
+    )
     return parser.parse_args()
 
 
@@ -304,6 +311,28 @@ def main() -> None:
     options = [f"--mode={m}" for m in args.mode]
     options += [f"--answer-mode={m}" for m in args.answer_mode]
     exe = str(Path(sys.executable).parent / "tritonrag")
+    if not args.llm_engine:
+        record, markdown = run(exe, folder, questions, options, args.answer_mode)
+        save_results(args.save, record, markdown)
+    else:
+        records: dict[str, Any] = {}
+        try:
+            for engine in args.llm_engine:
+                subprocess.run([exe, "publish-llm", "--engine", engine], check=True)
+                records[engine], markdown = run(exe, folder, questions, options, [])
+                save_results(f"{args.save}-{engine}", records[engine], markdown)
+        finally:
+            subprocess.run([exe, "publish-llm"], check=True)  # the engine chosen here
+        save_results(args.save, records, engines_markdown(records))
+    shutil.rmtree(folder / "corpus")  # built again from the sources; questions.jsonl stays
+    if questions.name != "questions.jsonl":
+        questions.unlink()
+
+
+def run(
+    exe: str, folder: Path, questions: Path, options: list[str], answer_modes: list[str]
+) -> tuple[dict[str, Any], str]:
+    """One stack, the corpus ingested, `tritonrag eval` over the questions."""
     with own_stack() as settings:
         env = settings_env(settings)  # os.environ with the stack's settings
         subprocess.run(
@@ -316,15 +345,47 @@ def main() -> None:
         )
     record = json.loads((folder / f"eval-{COLLECTION}.json").read_text())
     markdown = (folder / f"eval-{COLLECTION}.md").read_text()
-    if args.answer_mode:
+    if answer_modes:
         record["sweep"] = sweep(record["runs"], questions)
         markdown += sweep_markdown(record["sweep"])
-    save_results(args.save, record, markdown)
-    shutil.rmtree(folder / "corpus")  # built again from the sources; questions.jsonl stays
     for produced in folder.glob(f"eval-{COLLECTION}.*"):
         produced.unlink()
-    if questions.name != "questions.jsonl":
-        questions.unlink()
+    return record, markdown
+
+
+ENGINE_COLUMNS = (
+    "fact",
+    "cites_document",
+    "supported",
+    "first_token_ms_p50",
+    "first_token_ms_p90",
+    "total_ms_p50",
+    "errors",
+)
+
+
+def engines_markdown(records: dict[str, Any]) -> str:
+    """One row per LLM engine and answer mode: what the answers hold and how soon they come."""
+    lines = [
+        f"# The eval per LLM engine ({cpu_isa()})",
+        "",
+        "| engine | mode / answer mode | questions | " + " | ".join(ENGINE_COLUMNS) + " |",
+        "|---" * (len(ENGINE_COLUMNS) + 3) + "|",
+    ]
+    for engine, record in records.items():
+        for r in record["runs"]:
+            summary = r["summary"]
+            cells = [_cell(summary.get(c)) for c in ENGINE_COLUMNS]
+            lines.append(
+                f"| {engine} | {label(r)} | {summary['questions']} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0%}" if isinstance(value, float) and value <= 1 else f"{value:g}"
 
 
 COSINES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

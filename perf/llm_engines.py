@@ -75,6 +75,8 @@ def measure_openvino(pipe: Any, prompt: str, round_: int) -> dict[str, Any]:
     fresh = prompt.replace("<|im_start|>system\n", f"<|im_start|>system\nRound {round_}. ", 1)
     config = og.GenerationConfig()
     config.max_new_tokens = GEN_TOKENS
+    # The prompt is templated already; GenAI would wrap it in the chat template again.
+    config.apply_chat_template = False
     out = pipe.generate([fresh], config)
     metrics = out.perf_metrics
     # The answer to the unchanged prompt, compared with llama.cpp's: once is enough.

@@ -1,4 +1,5 @@
-"""Triton python-backend model `llm`: a small instruct model run by llama.cpp, decoupled.
+"""Triton python-backend model `llm`: a small instruct model, decoupled, run by the engine
+publish-llm chose for this CPU (llama.cpp or OpenVINO GenAI, `llm_engine.py`).
 
 It speaks the tensor contract of Triton's vLLM and TensorRT-LLM backends, so clients and
 Triton's generate endpoints work unchanged when the gpu target swaps one of those in:
@@ -9,22 +10,21 @@ inputs `text_input` (the prompt, already templated), `stream`, `sampling_paramet
 Streaming sends the first token at once, then one response per `stream_tokens` tokens, then
 an empty final response. A cancelled request (client gone, gRPC stream cancelled) stops at
 the next token. Publishing (`tritonrag publish-llm`) copies this file to `llm/1/model.py`,
-with `startup.py`, beside `model.gguf`.
+with `startup.py` and `llm_engine.py`, beside `model.gguf` and `engine.json`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the stub at run time
-from llama_cpp import Llama
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llm_engine import open_engine
 from startup import model_args
 
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "repeat_penalty"}
@@ -32,19 +32,12 @@ MAX_PROMPT_CHARS = 200_000
 
 
 class TritonPythonModel:
-    """llama.cpp behind Triton's LLM tensor names."""
+    """An LLM engine behind Triton's LLM tensor names."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         folder, params = model_args(args)
-        threads = int(params.get("n_threads", "0")) or (os.cpu_count() or 1)
-        self.llm = Llama(
-            model_path=str(folder / params.get("gguf", "model.gguf")),
-            n_ctx=int(params.get("n_ctx", "2048")),
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=int(params.get("n_batch", "512")),
-            verbose=False,
-        )
+        self.engine = open_engine(folder, params)
+        pb_utils.Logger.log_info(f"llm: engine {self.engine.name}")
         self.defaults = {
             "max_tokens": int(params.get("max_tokens", "256")),
             "temperature": float(params.get("temperature", "0")),
@@ -59,7 +52,7 @@ class TritonPythonModel:
                 self._generate(request, sender)
             except _BadRequest as exc:
                 _fail(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
-            except Exception as exc:  # llama.cpp errors must still close the stream
+            except Exception as exc:  # engine errors must still close the stream
                 _fail(sender, f"{type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
         return None
 
@@ -68,30 +61,31 @@ class TritonPythonModel:
         stream = _flag(request, "stream", False)
         exclude = _flag(request, "exclude_input_in_output", stream)
         sampling = self._sampling(request)
-        # Counted as create_completion counts it (BOS added, special tokens parsed).
-        prompt_tokens = len(self.llm.tokenize(prompt.encode(), special=True))
-        room = self.llm.n_ctx() - prompt_tokens
-        if room < 1:
-            raise _BadRequest(
-                f"prompt has {prompt_tokens} tokens; the context window is {self.llm.n_ctx()}"
-            )
-        sampling["max_tokens"] = min(int(sampling["max_tokens"]), room)
-        pieces = self.llm.create_completion(prompt, stream=True, **sampling)
-        produced, pending, sent = 0, [], 0
-        try:
-            for piece in pieces:
-                if request.is_cancelled():
-                    pb_utils.Logger.log_info(f"llm: request cancelled after {produced} tokens")
-                    _fail(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
-                    return
-                choice = piece["choices"][0]
-                produced += choice["finish_reason"] is None  # the closing piece is no token
-                pending.append(choice["text"])
-                if stream and (sent == 0 or len(pending) >= self.group):
-                    sender.send(_response("".join(pending)))
-                    pending, sent = [], sent + 1
-        finally:
-            pieces.close()  # stops llama.cpp when we leave early
+        prompt_tokens = self.engine.count(prompt)
+        window = self.engine.n_ctx
+        if prompt_tokens >= window:
+            raise _BadRequest(f"prompt has {prompt_tokens} tokens; the context window is {window}")
+        sampling["max_tokens"] = min(int(sampling["max_tokens"]), window - prompt_tokens)
+        pending: list[str] = []
+        sent = 0
+        cancelled = False
+
+        def on_piece(text: str) -> bool:
+            nonlocal pending, sent, cancelled
+            if request.is_cancelled():
+                cancelled = True
+                return False
+            pending.append(text)
+            if stream and (sent == 0 or len(pending) >= self.group):
+                sender.send(_response("".join(pending)))
+                pending, sent = [], sent + 1
+            return True
+
+        produced = self.engine.generate(prompt, sampling, on_piece)
+        if cancelled:
+            pb_utils.Logger.log_info(f"llm: request cancelled after {produced} tokens")
+            _fail(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
+            return
         text = "".join(pending)
         if not stream and not exclude:
             text = prompt + text
@@ -120,7 +114,7 @@ class TritonPythonModel:
         return values
 
     def finalize(self) -> None:
-        self.llm.close()
+        self.engine.close()
 
 
 class _BadRequest(ValueError):

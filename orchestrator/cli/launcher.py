@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.llm import self_test
+from export.llm import self_test, served_engine
 from orchestrator import lanes
 from orchestrator.cli import prometheus, tritonserver
 from orchestrator.jobs import JobStore
@@ -215,19 +215,24 @@ def up(settings: Settings, report: Callable[[str], None], timeout_s: float = 240
 
 
 def check_llm(settings: Settings, report: Callable[[str], None]) -> None:
-    """Before Triton loads the `llm` model: llama.cpp generates on this CPU, in a child
-    process (a fault there would otherwise kill the model's stub on the first question)."""
+    """Before Triton loads the `llm` model: its engine generates on this CPU, in a child
+    process (a fault there would otherwise kill the model's stub on the first question),
+    unless publish-llm tried it on this CPU."""
     if settings.llm_model not in tritonserver.startup_models(settings):
         return
-    gguf = settings.model_repository / settings.llm_model / "1" / "model.gguf"
-    failure = self_test(gguf)
+    version = settings.model_repository / settings.llm_model / "1"
+    engine, tried_here = served_engine(version)
+    if tried_here:
+        report(f"llm: {engine}, tried on this CPU by publish-llm")
+        return
+    failure = self_test(version / "model.gguf", engine=engine)
     if failure is not None:
         raise StackError(
-            f"the LLM cannot run on this CPU: {failure}\nRebuild llama.cpp for this CPU "
-            "(`.venv/bin/python -m export.llama_build`, or `make setup`), or serve answers "
-            "from another endpoint (TRITONRAG_LLM_BACKEND=openai)."
+            f"the LLM cannot run on this CPU: {failure}\nPublish it again for this CPU "
+            "(`tritonrag publish-llm`, or `make setup`, which also rebuilds llama.cpp), or "
+            "serve answers from another endpoint (TRITONRAG_LLM_BACKEND=openai)."
         )
-    report(f"llm: llama.cpp generates on this CPU ({gguf.name})")
+    report(f"llm: {engine} generates on this CPU ({version.name}/model.gguf)")
 
 
 def _spawn(part: Part, settings: Settings) -> subprocess.Popen[bytes]:

@@ -55,12 +55,28 @@ def publish_llm(
     model: Annotated[
         str | None, typer.Option(help="smollm2 | gemma3 | a GGUF path (default: llm_gguf)")
     ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="auto | llama.cpp | openvino (default: llm_engine)")
+    ] = None,
 ) -> None:
-    """Publish a GGUF chat model as Triton's `llm` model (python backend, llama.cpp)."""
+    """Publish a GGUF chat model as Triton's `llm` model, run by the engine that works and
+    answers first on this CPU (llama.cpp or OpenVINO GenAI)."""
+    from export.llm import ENGINES
     from export.llm import publish_llm as publish
 
-    path = publish(Settings(), model)
-    console.print(f"`llm` serves {path.resolve()} ({path.stat().st_size / 2**20:.0f} MiB)")
+    if engine is not None and engine not in ("auto", *ENGINES):
+        raise typer.BadParameter(f"engine is auto or one of {', '.join(ENGINES)}")
+    path, trials, chosen = publish(Settings(), model, engine)
+    for trial in trials:
+        if trial.failure:
+            console.print(f"  {trial.engine}: cannot serve here ({trial.failure})")
+        else:
+            console.print(
+                f"  {trial.engine}: first token {trial.first_token_s:.2f}s on a ~480-token "
+                f"prompt, {trial.rss_mb:.0f} MB resident"
+            )
+    size = path.stat().st_size / 2**20
+    console.print(f"`llm` serves {path.resolve()} ({size:.0f} MiB) with {chosen.engine}")
 
 
 @app.command()
