@@ -97,7 +97,7 @@ def build(tier: Tier, folder: Path, python: str) -> Path:
     if wheel is None:
         raise SystemExit(f"pip wheel left no wheel in {folder}")
     record = {"package": PACKAGE, "tier": tier.name, "cmake_args": tier.cmake_args()}
-    record |= {"built_on": _model_name(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record |= {"built_on": cpu_model(), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (folder / "build.json").write_text(json.dumps(record, indent=2) + "\n")
     return wheel
 
@@ -128,7 +128,7 @@ def ensure(wheels: Path, gguf: Path, python: str) -> Tier:
     raise SystemExit("llama.cpp: no build of llama-cpp-python generates on this CPU")
 
 
-def _model_name() -> str:
+def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()

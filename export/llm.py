@@ -26,6 +26,7 @@ from pathlib import Path
 
 from export.repository import ROOT, link_or_copy
 from export.run import cpu_isa
+from orchestrator.clients.chat_template import GGUFTokenizer, Message
 from orchestrator.settings import Settings
 
 BACKEND = ROOT / "model_repository" / "backend"
@@ -76,7 +77,7 @@ print(json.dumps(result))
 # in one batch and one token at a time must give the same greedy answer. On a 2-core AVX2 AMD
 # EPYC (2026-12-05) its batched kernels answered "La femme de France" where one token at a
 # time answered "The capital of France is Paris.": wrong numbers, no crash.
-CHECK = [
+CHECK: list[Message] = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
@@ -121,12 +122,10 @@ def served_engine(version_dir: Path) -> tuple[str, bool]:
 
 def this_cpu() -> str:
     """The CPU's model name and a digest of its flags: what a native engine's fate hangs on."""
-    text = Path("/proc/cpuinfo").read_text()
-    pairs = (line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in pairs}
-    name = fields.get("model name", "unknown")
-    flags = " ".join(sorted(fields.get("flags", "").split()))
-    return f"{name} / {hashlib.sha256(flags.encode()).hexdigest()[:12]}"
+    from export.llama_build import cpu_flags, cpu_model  # it imports this module
+
+    flags = " ".join(sorted(cpu_flags()))
+    return f"{cpu_model()} / {hashlib.sha256(flags.encode()).hexdigest()[:12]}"
 
 
 def try_engine(
@@ -179,9 +178,9 @@ def choose(trials: list[Trial], wanted: str) -> Trial:
     if not working:
         reasons = "; ".join(f"{t.engine}: {t.failure}" for t in trials)
         raise SystemExit(f"no LLM engine runs the model on this CPU ({reasons})")
-    ours, other = working.get("llama.cpp"), working.get("openvino")
-    if ours is None or other is None:
-        return ours or other  # type: ignore[return-value]
+    if len(working) == 1:
+        return next(iter(working.values()))
+    ours, other = working["llama.cpp"], working["openvino"]
     assert ours.first_token_s is not None and other.first_token_s is not None
     return other if other.first_token_s * MARGIN <= ours.first_token_s else ours
 
@@ -189,7 +188,6 @@ def choose(trials: list[Trial], wanted: str) -> Trial:
 def trial_prompts(gguf: Path) -> tuple[list[str], str]:
     """ROUNDS + 1 templated prompts of ~480 tokens (project text and a question), each with
     its own start (the first warms the engine up and is not timed), and CHECK templated."""
-    from orchestrator.clients.chat_template import GGUFTokenizer
     from orchestrator.pipeline.generate import SYSTEM_PROMPT
 
     tokenizer = GGUFTokenizer(gguf)
@@ -207,7 +205,7 @@ def trial_prompts(gguf: Path) -> tuple[list[str], str]:
         ])
         for k in range(ROUNDS + 1)
     ]  # fmt: skip
-    return prompts, tokenizer.render(CHECK)  # type: ignore[arg-type]
+    return prompts, tokenizer.render(CHECK)
 
 
 def config_params(config: Path) -> dict[str, str]:

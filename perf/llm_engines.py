@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from export.llm import config_params
 from export.run import cpu_isa
 from orchestrator.pipeline.generate import SYSTEM_PROMPT
 from orchestrator.settings import ROOT, Settings
@@ -95,9 +95,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     repo = Path(Settings().model_repository)
     gguf = repo / "llm" / "1" / "model.gguf"
-    shipped_batch = int(
-        re.findall(r'"n_batch".*?"(\d+)"', (repo / "llm" / "config.pbtxt").read_text())[0]
-    )
+    shipped_batch = int(config_params(repo / "llm" / "config.pbtxt")["n_batch"])
     threads = sorted({1, cores})
     layouts: list[Layout] = [
         (t, tb, b) for t, tb, b in itertools.product(threads, threads, (64, 256, 512))
