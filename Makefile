@@ -75,7 +75,7 @@ integration: setup
 	$(BIN)/pytest -q tests/integration
 
 test: setup lint
-	$(BIN)/pytest -q -rs tests
+	$(BIN)/pytest -q -rs --durations=25 tests
 
 # The fault cases at the issue's sizes (300 documents, 5 kills); `make test` runs them smaller.
 # Writes perf/results/reliability.{json,md}.

@@ -52,16 +52,19 @@ def weight_matmuls(model: Path) -> list[str]:
     ]
 
 
-def schemes(matmuls: list[str], most_sensitive: list[str]) -> list[Scheme]:
-    """The candidates, the fastest kind first."""
+def whole_schemes() -> list[Scheme]:
+    """The schemes that make every weight MatMul int8, one per method."""
+    return [Scheme("all-matmul"), Scheme("optimized-all-matmul", "optimized"),
+            Scheme("static-qdq", "static")]  # fmt: skip
+
+
+def partial_schemes(matmuls: list[str], most_sensitive: list[str]) -> list[Scheme]:
+    """Dynamic schemes that keep some weight MatMuls in fp32: never faster than all-matmul,
+    worth trying only where it fails the gate."""
     ffn = tuple(n for n in matmuls if re.search(r"/(intermediate|output)/dense/MatMul$", n))
-    out = [Scheme("all-matmul"), Scheme("optimized-all-matmul", "optimized")]
-    out.append(Scheme("static-qdq", "static"))
-    for k in (1, 2, 4):
-        keep = tuple(most_sensitive[:k])
-        out.append(Scheme(f"keep-{k}-most-sensitive-fp32", keep_fp32=keep))
-    out.append(Scheme("feed-forward-fp32", keep_fp32=ffn))
-    return out
+    out = [Scheme(f"keep-{k}-most-sensitive-fp32", keep_fp32=tuple(most_sensitive[:k]))
+           for k in (1, 2, 4)]  # fmt: skip
+    return [*out, Scheme("feed-forward-fp32", keep_fp32=ffn)]
 
 
 def quantize(

@@ -44,19 +44,36 @@ class Bench:
     targets: list[int]
     ref: Matrix
 
-    def evaluate(self, folder: Path, base: parity.Ranks | None) -> dict[str, Any]:
-        return _evaluate(folder, self.texts, self.docs, self.queries, self.targets, self.ref, base)
+    def speed(self, folder: Path) -> dict[str, Any]:
+        """Texts per second on one core, one known-item document per call, and file size."""
+        single = OnnxEncoder(folder, threads=1)
+        rate = quantize.texts_per_second(single.encode, self.docs, seconds=4.0)
+        return {"texts_per_s": round(rate, 1), "file_mb": round(_size_mb(folder), 1)}
+
+    def quality(self, folder: Path, base: parity.Ranks | None) -> dict[str, Any]:
+        return _quality(folder, self.texts, self.docs, self.queries, self.targets, self.ref, base)
+
+    def base(self) -> parity.Ranks:
+        """fp32's ranks, from the reference (the fp32 graph equals it within 1e-4)."""
+        n, d = len(self.texts), len(self.docs)
+        return parity.target_ranks(self.ref[n : n + d], self.ref[n + d :], self.targets)
 
 
-def export_cpu(settings: Settings, model_dir: Path | None = None) -> dict[str, Any]:
-    """Run the whole cpu export; returns the report (also written next to each model)."""
+def export_cpu(
+    settings: Settings, model_dir: Path | None = None, judge_all: bool = False
+) -> dict[str, Any]:
+    """Run the whole cpu export; returns the report (also written next to each model).
+
+    Every candidate is built and timed; the gate judges them fastest first and stops at the
+    first that passes, since a slower one could not be chosen over it (`judge_all`: judge
+    every one, for the full table)."""
     source = model_dir or settings.source_model_dir or default_model_dir()
     work = settings.export_dir / source.name
     shutil.rmtree(work, ignore_errors=True)
-    report: dict[str, Any] = {"source": str(source), "cpu_isa": cpu_isa()}
+    report: dict[str, Any] = {"source": str(source), "cpu_isa": cpu_isa(), "judge_all": judge_all}
     fp32_dir, bench = _fp32(source, work, report)
-    best_int8 = _int8(work, fp32_dir, bench, report)
-    dirs = {"fp32": fp32_dir} | _openvino(work, fp32_dir, bench, report)
+    best_int8 = _int8(work, fp32_dir, bench, report, judge_all)
+    dirs = {"fp32": fp32_dir} | _openvino(work, fp32_dir, bench, report, judge_all)
     if best_int8:
         dirs["int8"] = work / f"int8-{best_int8}"
     best = _choose(report, set(dirs))
@@ -88,29 +105,65 @@ def _choose(report: dict[str, Any], passed: set[str]) -> str:
     return fastest if clearly else "fp32"
 
 
-def _openvino(work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any]) -> dict[str, Path]:
-    """The OpenVINO candidates this CPU may run (export/openvino.py), judged by the same gate
-    and timed the same way. Returns the folders of those that passed."""
-    n, d = len(bench.texts), len(bench.docs)
-    base = parity.target_ranks(bench.ref[n : n + d], bench.ref[n + d :], bench.targets)
+def _openvino(
+    work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any], judge_all: bool
+) -> dict[str, Path]:
+    """The OpenVINO candidates this CPU may run (export/openvino.py), timed the same way and
+    judged by the same gate if fast enough to be served. Returns the folders that passed."""
     calibration = _calibration(fp32_dir, corpus.chunks(64))
-    results: dict[str, Any] = {}
-    passed: dict[str, Path] = {}
     built: dict[str, Path] = {}
-    for candidate in openvino.candidates(report["cpu_isa"]):
-        folder = work / candidate.name
-        openvino.build(candidate, fp32_dir, folder, calibration, built)
-        result = bench.evaluate(folder, base)
-        result["failed"] = openvino.verdict(candidate, result, gate_failures(result))
-        result["verdict"] = (
-            "failed: " + "; ".join(result["failed"]) if result["failed"] else "passed"
-        )
-        results[candidate.name] = result
-        if not result["failed"]:
-            passed[candidate.name] = folder
-        log.info("%s: %s", candidate.name, result)
+    results: dict[str, dict[str, Any]] = {}
+    folders: dict[str, Path] = {}
+    kinds = {c.name: c for c in openvino.candidates(report["cpu_isa"])}
+    for name, candidate in kinds.items():
+        folders[name] = work / name
+        openvino.build(candidate, fp32_dir, folders[name], calibration, built)
+        results[name] = bench.speed(folders[name])
+    # Served only if the fastest that passed and clearly faster than fp32.
+    passed = {"fp32": _speed(report, "fp32")}
+    if report["int8_published"]:
+        passed["int8"] = _speed(report, "int8")
+    bar = max(INT8_MIN_SPEEDUP * passed["fp32"], *passed.values())
+    base = bench.base()
+
+    def check(name: str, result: dict[str, Any]) -> list[str]:
+        result |= bench.quality(folders[name], base)
+        return openvino.verdict(kinds[name], result, gate_failures(result))
+
+    judge_fastest_first(results, check, bar, judge_all)
+    for name, result in results.items():
+        log.info("%s: %s", name, result)
     report["openvino"] = results
-    return passed
+    return {name: folders[name] for name, r in results.items() if _passed(r)}
+
+
+def judge_fastest_first(
+    results: dict[str, dict[str, Any]],
+    check: Callable[[str, dict[str, Any]], list[str]],
+    bar: float,
+    judge_all: bool,
+) -> str | None:
+    """Judge timed candidates fastest first, each faster than `bar`, until one passes: a
+    slower one could not be chosen over it. Sets each one's `judged`, `failed` and `verdict`;
+    returns the fastest that passed."""
+    winner: str | None = None
+    for name in sorted(results, key=lambda n: -results[n]["texts_per_s"]):
+        result = results[name]
+        speed = result["texts_per_s"]
+        if not judge_all and (winner or speed <= bar):
+            why = f"slower than {winner}, which passed" if winner else f"{speed}/s <= {bar:.1f}/s"
+            result |= {"judged": False, "failed": [], "verdict": f"not judged: {why}"}
+            continue
+        failed = check(name, result)
+        verdict = "failed: " + "; ".join(failed) if failed else "passed"
+        result |= {"judged": True, "failed": failed, "verdict": verdict}
+        if not failed and winner is None:
+            winner = name
+    return winner
+
+
+def _passed(result: dict[str, Any]) -> bool:
+    return bool(result["judged"]) and not result["failed"]
 
 
 def _size_mb(folder: Path) -> float:
@@ -137,7 +190,7 @@ def _fp32(source: Path, work: Path, report: dict[str, Any]) -> tuple[Path, Bench
     dim = int(bench.ref.shape[1])
     Variant("fp32", "model.onnx", seq, pad_id, dim).save(fp32_dir)
     report |= {"max_seq_length": seq, "dim": dim}
-    fp32 = bench.evaluate(fp32_dir, None)
+    fp32 = bench.speed(fp32_dir) | bench.quality(fp32_dir, None)
     fp32["passed"] = fp32["parity"]["min_cosine"] >= parity.FP32_MIN_COSINE
     report["fp32"] = fp32
     if not fp32["passed"]:
@@ -151,41 +204,54 @@ def _fp32(source: Path, work: Path, report: dict[str, Any]) -> tuple[Path, Bench
     return fp32_dir, bench
 
 
-def _int8(work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any]) -> str | None:
-    """Every int8 scheme judged by the gate against fp32; the fastest that passed, if any."""
+def _int8(
+    work: Path, fp32_dir: Path, bench: Bench, report: dict[str, Any], judge_all: bool
+) -> str | None:
+    """The int8 schemes, timed, then judged by the gate against fp32 fastest first; the
+    fastest that passed, if any. Schemes that keep some MatMuls in fp32 (and the sensitivity
+    sweep that picks them) are tried only where making every MatMul int8 fails the gate."""
     vnni = "vnni" in report["cpu_isa"]
     fp32_meta = Variant.load(fp32_dir)
-    # The baseline: fp32 ranks from the reference (the fp32 graph equals it within 1e-4).
-    n, d = len(bench.texts), len(bench.docs)
-    base = parity.target_ranks(bench.ref[n : n + d], bench.ref[n + d :], bench.targets)
-    ranked = _sensitivity(work, fp32_dir, bench, vnni)
-    report["sensitivity"] = [{"matmul": m, "mean_cosine_loss": round(v, 6)} for m, v in ranked]
+    base = bench.base()
     calibration = _calibration(fp32_dir, corpus.chunks(64))
-    int8: dict[str, Any] = {}
-    matmuls = quantize.weight_matmuls(fp32_dir / "model.onnx")
-    for scheme in quantize.schemes(matmuls, [m for m, _ in ranked]):
-        folder = work / f"int8-{scheme.name}"
+    int8: dict[str, dict[str, Any]] = {}
+    folders: dict[str, Path] = {}
+
+    def build(scheme: quantize.Scheme) -> None:
+        folder = folders[scheme.name] = work / f"int8-{scheme.name}"
         quantize.quantize(fp32_dir / "model.onnx", folder / "model.onnx", scheme, vnni, calibration)
         shutil.copy(fp32_dir / "tokenizer.json", folder / "tokenizer.json")
         Variant("int8", "model.onnx", fp32_meta.max_seq_length, fp32_meta.pad_token_id,
                 fp32_meta.dim).save(folder)  # fmt: skip
-        result = bench.evaluate(folder, base)
-        result["keep_fp32"] = list(scheme.keep_fp32)
-        result["failed"] = gate_failures(result)
-        int8[scheme.name] = result
-        log.info("int8 %s: %s", scheme.name, {k: v for k, v in result.items() if k != "keep_fp32"})
-    report["int8"] = int8
-    passing = [name for name, r in int8.items() if not r["failed"]]
-    best = max(passing, key=lambda n: int8[n]["texts_per_s"], default=None)
-    report["int8_published"] = best
+        int8[scheme.name] = {"keep_fp32": list(scheme.keep_fp32)} | bench.speed(folder)
+
+    def check(name: str, result: dict[str, Any]) -> list[str]:
+        result |= bench.quality(folders[name], base)
+        return gate_failures(result)
+
+    for scheme in quantize.whole_schemes():
+        build(scheme)
+    best = judge_fastest_first(int8, check, 0.0, judge_all)
+    report["sensitivity"] = []
+    if judge_all or int8["all-matmul"]["failed"]:
+        ranked = _sensitivity(work, fp32_dir, bench, vnni)
+        report["sensitivity"] = [{"matmul": m, "mean_cosine_loss": round(v, 6)} for m, v in ranked]
+        matmuls = quantize.weight_matmuls(fp32_dir / "model.onnx")
+        partial = quantize.partial_schemes(matmuls, [m for m, _ in ranked])
+        for scheme in partial:
+            build(scheme)
+        bar = int8[best]["texts_per_s"] if best else 0.0
+        judge_fastest_first({s.name: int8[s.name] for s in partial}, check, bar, judge_all)
+        passing = [name for name, r in int8.items() if _passed(r)]
+        best = max(passing, key=lambda n: int8[n]["texts_per_s"], default=None)
     for name, r in int8.items():
-        r["verdict"] = (
-            "failed: " + "; ".join(r["failed"])
-            if r["failed"]
-            else "published: the fastest that passed"
-            if name == best
-            else f"passed, slower than {best}"
-        )
+        log.info("int8 %s: %s", name, {k: v for k, v in r.items() if k != "keep_fp32"})
+        if name == best:
+            r["verdict"] = "published: the fastest that passed"
+        elif _passed(r):
+            r["verdict"] = f"passed, slower than {best}"
+    report["int8"] = int8
+    report["int8_published"] = best
     return best
 
 
@@ -208,7 +274,7 @@ def _sensitivity(work: Path, fp32_dir: Path, bench: Bench, vnni: bool) -> list[t
     return ranked
 
 
-def _evaluate(
+def _quality(
     folder: Path,
     texts: list[str],
     docs: list[str],
@@ -222,14 +288,11 @@ def _evaluate(
     n, d = len(texts), len(docs)
     ranks = parity.target_ranks(got[n : n + d], got[n + d :], targets)
     recall, mrr = parity.recall_at(ranks), parity.reciprocal_rank_at(ranks)
-    single = OnnxEncoder(folder, threads=1)  # speed on one core, one text per call
     result: dict[str, Any] = {
         "parity": parity.agreement(texts, ref[:n], got[:n]).as_dict(),
         "queries": len(queries),
         "recall@10": round(float(recall.mean()), 4),
         "mrr@10": round(float(mrr.mean()), 4),
-        "texts_per_s": round(quantize.texts_per_second(single.encode, docs, seconds=4.0), 1),
-        "file_mb": round(_size_mb(folder), 1),
     }
     if base is not None:
         result["recall@10_delta"] = parity.paired_delta(recall, parity.recall_at(base)).as_dict()

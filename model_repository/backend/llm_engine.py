@@ -16,6 +16,8 @@ from typing import Any, Protocol
 ENGINES = ("llama.cpp", "openvino")
 # llama.cpp's sampling defaults, given to OpenVINO too so temperature > 0 samples alike.
 TOP_P, TOP_K = 0.95, 40
+# OpenVINO GenAI's own form of the GGUF (with its tokenizer models), saved beside it.
+OPENVINO_IR = "openvino_model.xml"
 
 # Gets each piece of text as it is generated; returns False to stop generating.
 OnPiece = Callable[[str], bool]
@@ -39,7 +41,9 @@ class Engine(Protocol):
 class LlamaCpp:
     name = "llama.cpp"
 
-    def __init__(self, gguf: Path, n_ctx: int, threads: int, n_batch: int) -> None:
+    def __init__(
+        self, gguf: Path, n_ctx: int, threads: int, n_batch: int, flash_attn: bool
+    ) -> None:
         from llama_cpp import Llama
 
         self.llm = Llama(
@@ -48,6 +52,7 @@ class LlamaCpp:
             n_threads=threads,
             n_threads_batch=threads,
             n_batch=n_batch,
+            flash_attn=flash_attn,
             verbose=False,
         )
         self.n_ctx = self.llm.n_ctx()
@@ -74,7 +79,8 @@ class LlamaCpp:
 
 
 class OpenVINOGenAI:
-    """OpenVINO GenAI's LLMPipeline on the GGUF itself (it converts the weights at load)."""
+    """OpenVINO GenAI's LLMPipeline on the IR publish-llm converted beside the GGUF, or on
+    the GGUF itself (converted again at every load, about twice as slow to load)."""
 
     name = "openvino"
 
@@ -82,7 +88,8 @@ class OpenVINOGenAI:
         import openvino_genai as og
 
         self.og = og
-        self.pipe = og.LLMPipeline(str(gguf), "CPU", INFERENCE_NUM_THREADS=threads)
+        self.source = gguf.parent if (gguf.parent / OPENVINO_IR).is_file() else gguf
+        self.pipe = og.LLMPipeline(str(self.source), "CPU", INFERENCE_NUM_THREADS=threads)
         self.tokenizer = self.pipe.get_tokenizer()
         self.n_ctx = n_ctx  # OpenVINO has no fixed window: keep llama.cpp's, the same contract
 
@@ -134,7 +141,9 @@ def load(name: str, gguf: Path, params: dict[str, str]) -> Engine:
     threads = int(params.get("n_threads", "0")) or (os.cpu_count() or 1)
     n_ctx = int(params.get("n_ctx", "2048"))
     if name == "llama.cpp":
-        return LlamaCpp(gguf, n_ctx, threads, int(params.get("n_batch", "512")))
+        n_batch = int(params.get("n_batch", "512"))
+        flash_attn = params.get("flash_attn", "on") == "on"
+        return LlamaCpp(gguf, n_ctx, threads, n_batch, flash_attn)
     if name == "openvino":
         return OpenVINOGenAI(gguf, n_ctx, threads)
     raise ValueError(f"unknown LLM engine {name!r}: one of {', '.join(ENGINES)}")

@@ -1,4 +1,5 @@
-"""`tritonrag export`'s report in the terminal: each int8 and OpenVINO candidate against fp32."""
+"""`tritonrag export`'s report in the terminal: each int8 and OpenVINO candidate against fp32
+(quality only for those judged: export judges candidates fastest first)."""
 
 from __future__ import annotations
 
@@ -21,19 +22,19 @@ def show_export(console: Console, report: dict[str, Any]) -> None:
         "verdict", caption="Δ: points against fp32 [95 % paired bootstrap interval]",
     )  # fmt: skip
     for name, r in candidates.items():
-        table.add_row(
-            name,
-            f"{r['parity']['mean_cosine']:.4f}",
-            _delta(r["recall@10_delta"]),
-            _delta(r["mrr@10_delta"]),
-            f"{r['top10_overlap_vs_fp32']:.3f}",
-            str(r["texts_per_s"]),
-            r["verdict"].split(":")[0].split(",")[0],
-        )
+        quality = (
+            [f"{r['parity']['mean_cosine']:.4f}", _delta(r["recall@10_delta"]),
+             _delta(r["mrr@10_delta"]), f"{r['top10_overlap_vs_fp32']:.3f}"]
+            if r["judged"] else ["-"] * 4
+        )  # fmt: skip
+        verdict = r["verdict"].split(":")[0].split(",")[0]
+        table.add_row(name, *quality, str(r["texts_per_s"]), verdict)
     console.print(table)
     for name, r in candidates.items():
         if r["failed"]:
             console.print(f"{name} failed: " + "; ".join(r["failed"]))
+        elif not r["judged"]:
+            console.print(f"{name} {r['verdict']}")
     console.print(f"CPU: {report['cpu_isa']}; `embed` serves [bold]{report['embed_serves']}[/bold]")
 
 

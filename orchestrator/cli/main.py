@@ -33,6 +33,10 @@ def export(
         Path | None, typer.Option(help="sentence-transformers model directory")
     ] = None,
     target: Annotated[str, typer.Option(help="cpu | gpu")] = "cpu",
+    judge_all: Annotated[
+        bool,
+        typer.Option(help="judge every candidate's quality, not only those fast enough to serve"),
+    ] = False,
 ) -> None:
     """Export the embedding model to ONNX (+ int8), gate it on parity and publish it."""
     logging.getLogger("tritonrag.export").setLevel(logging.INFO)
@@ -47,7 +51,7 @@ def export(
     from export.run import export_cpu
     from orchestrator.cli.export_report import show_export
 
-    show_export(console, export_cpu(settings, model_dir))
+    show_export(console, export_cpu(settings, model_dir, judge_all))
 
 
 @app.command("publish-llm")

@@ -88,24 +88,29 @@ def test_the_published_int8_passed_the_retrieval_gate(triton: Settings) -> None:
     for metric in ("recall@10_delta", "mrr@10_delta"):
         assert chosen[metric]["low"] >= -0.01, (metric, chosen[metric])
     faster = [r for r in report["int8"].values() if r["texts_per_s"] > chosen["texts_per_s"]]
-    assert all(r["failed"] for r in faster), "a faster candidate passed but was not published"
+    assert all(r["judged"] and r["failed"] for r in faster), "a faster one was not published"
     served = json.loads((triton.model_repository / "embed" / "1" / "variant.json").read_text())
     assert served["variant"] == report["embed_serves"]
 
 
 def test_embed_serves_the_fastest_engine_that_passed_on_this_cpu(triton: Settings) -> None:
     """OpenVINO ran the fp32 graph beside ONNX Runtime (bf16 too where the CPU has it) and NNCF's
-    int8 of it, all judged by the same gate; `embed` is the fastest that passed, if clearly
-    faster than fp32."""
+    int8 of it, all timed, and judged by the same gate where fast enough to be served; `embed`
+    is the fastest that passed, if clearly faster than fp32."""
     report = json.loads((triton.model_repository / "embed" / "1" / "report.json").read_text())
     assert set(report["openvino"]) == {c.name for c in candidates(report["cpu_isa"])}
     assert {"openvino-fp32", "openvino-int8", "openvino-int8-weights"} <= set(report["openvino"])
     speeds = {"fp32": report["fp32"]["texts_per_s"]}
     if report["int8_published"]:
         speeds["int8"] = report["int8"][report["int8_published"]]["texts_per_s"]
-    speeds |= {k: r["texts_per_s"] for k, r in report["openvino"].items() if not r["failed"]}
+    judged = {k: r for k, r in report["openvino"].items() if r["judged"]}
+    speeds |= {k: r["texts_per_s"] for k, r in judged.items() if not r["failed"]}
     fastest = max(speeds, key=speeds.__getitem__)
     clearly = speeds[fastest] > INT8_MIN_SPEEDUP * speeds["fp32"]
+    # Left unjudged only where it could not have been served: too slow, or a faster one passed.
+    bar = max(INT8_MIN_SPEEDUP * speeds["fp32"], speeds[fastest])
+    unjudged = [r for k, r in report["openvino"].items() if k not in judged]
+    assert all(r["texts_per_s"] <= bar for r in unjudged), (bar, unjudged)
     assert report["embed_serves"] == (fastest if clearly else "fp32"), speeds
     assert Variant.load(triton.model_repository / "embed" / "1").variant == report["embed_serves"]
 

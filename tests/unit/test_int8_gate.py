@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 from export import parity, quantize
-from export.run import gate_failures
+from export.run import gate_failures, judge_fastest_first
 from model_repository.backend.encoder import Matrix
+from orchestrator.cli.export_report import show_export
 
 
 def _unit_rows(rows: list[list[float]]) -> Matrix:
@@ -60,8 +62,61 @@ def test_candidates_run_from_all_int8_to_the_feed_forward_kept_fp32() -> None:
         for part in ("attention/self/query", "intermediate/dense", "output/dense")
     ]
     ranked = [names[5], names[2], names[1], names[0]]
-    found = {s.name: s for s in quantize.schemes(names, ranked)}
+    whole, partial = quantize.whole_schemes(), quantize.partial_schemes(names, ranked)
+    assert all(not s.keep_fp32 for s in whole)
+    assert all(s.keep_fp32 and s.method == "dynamic" for s in partial)  # slower than all-matmul
+    found = {s.name: s for s in whole + partial}
     assert found["all-matmul"].keep_fp32 == ()
     assert found["keep-2-most-sensitive-fp32"].keep_fp32 == (names[5], names[2])
     assert set(found["feed-forward-fp32"].keep_fp32) == {names[1], names[2], names[4], names[5]}
     assert {s.method for s in found.values()} == {"dynamic", "optimized", "static"}
+
+
+def _timed(**speeds: float) -> dict[str, dict[str, Any]]:
+    return {name: {"texts_per_s": speed} for name, speed in speeds.items()}
+
+
+def test_candidates_are_judged_fastest_first_until_one_passes() -> None:
+    judged: list[str] = []
+
+    def check(name: str, result: dict[str, Any]) -> list[str]:
+        judged.append(name)
+        return ["mean cosine too low"] if name == "fastest" else []
+
+    results = _timed(slow=30.0, fastest=50.0, second=40.0, slowest=10.0)
+    assert judge_fastest_first(results, check, 20.0, judge_all=False) == "second"
+    assert judged == ["fastest", "second"]  # nothing slower than a pass could be chosen
+    assert results["fastest"]["verdict"] == "failed: mean cosine too low"
+    assert results["second"] == {"texts_per_s": 40.0, "judged": True, "failed": [],
+                                 "verdict": "passed"}  # fmt: skip
+    assert results["slow"]["verdict"] == "not judged: slower than second, which passed"
+    assert not results["slowest"]["judged"] and results["slowest"]["failed"] == []
+
+
+def test_a_candidate_no_faster_than_the_bar_is_not_judged_unless_all_are() -> None:
+    results = _timed(a=20.0, b=12.0)
+    assert judge_fastest_first(results, lambda name, result: [], 20.0, judge_all=False) is None
+    assert results["a"]["verdict"] == "not judged: 20.0/s <= 20.0/s"
+    results = _timed(a=20.0, b=12.0)
+    assert judge_fastest_first(results, lambda name, result: [], 20.0, judge_all=True) == "a"
+    assert results["b"]["verdict"] == "passed"
+
+
+def test_the_export_table_shows_candidates_that_were_not_judged() -> None:
+    delta = {"mean": -0.001, "low": -0.004, "high": 0.002}
+    quality = {"parity": {"mean_cosine": 0.995}, "recall@10_delta": delta,
+               "mrr@10_delta": delta, "top10_overlap_vs_fp32": 0.95}  # fmt: skip
+    report = {
+        "fp32": {"recall@10": 0.98, "mrr@10": 0.9, "queries": 1200, "texts_per_s": 26.1},
+        "int8": {"all-matmul": {"texts_per_s": 27.4, "judged": True, "failed": [],
+                                "verdict": "published: the fastest that passed"} | quality},
+        "openvino": {"openvino-fp32": {"texts_per_s": 21.4, "judged": False, "failed": [],
+                                       "verdict": "not judged: 21.4/s <= 30.0/s"}},
+        "cpu_isa": "avx2",
+        "embed_serves": "fp32",
+    }  # fmt: skip
+    console = Console(record=True, width=200)
+    show_export(console, report)
+    text = console.export_text()
+    assert "not judged: 21.4/s <= 30.0/s" in text and "published" in text
+    assert "`embed` serves fp32" in text

@@ -52,7 +52,7 @@ def test_the_self_test_reports_a_child_killed_by_a_signal(tmp_path: Path) -> Non
     crashing = tmp_path / "python"
     crashing.write_text("#!/bin/sh\necho 'ggml_backend_amx_mul_mat' >&2\nkill -SEGV $$\n")
     crashing.chmod(0o755)
-    failure = self_test(Path("model.gguf"), python=str(crashing))
+    failure = self_test(gguf_path("smollm2", Path(".")), python=str(crashing))
     assert failure is not None and failure.crashed
     assert "SIGSEGV" in str(failure) and "ggml_backend_amx_mul_mat" in str(failure)
 
@@ -61,7 +61,7 @@ def test_a_self_test_that_cannot_import_llama_cpp_is_no_crash(tmp_path: Path) ->
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'ModuleNotFoundError: diskcache' >&2\nexit 1\n")
     broken.chmod(0o755)
-    failure = self_test(Path("model.gguf"), python=str(broken))
+    failure = self_test(gguf_path("smollm2", Path(".")), python=str(broken))
     assert failure is not None and not failure.crashed  # no smaller build is tried for this
     assert "diskcache" in str(failure)
 

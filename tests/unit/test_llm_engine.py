@@ -17,11 +17,13 @@ from export.llm import (
     Trial,
     choose,
     gguf_path,
+    save_openvino_ir,
     self_test,
     served_engine,
     this_cpu,
     try_engine,
 )
+from export.repository import link_or_copy
 from orchestrator.settings import ROOT
 
 PROMPT = (
@@ -110,6 +112,21 @@ def test_llama_cpp_answering_differently_in_batches_is_a_native_failure(tmp_path
     measured["consistency"] = ["The capital", "The capital"]
     child.write_text(f"#!/bin/sh\necho '{json.dumps(measured)}'\n")
     assert try_engine("llama.cpp", Path("m.gguf"), {}, ["p"], python=str(child)).failure is None
+
+
+def test_openvino_loads_the_ir_published_beside_the_gguf(tmp_path: Path) -> None:
+    gguf = tmp_path / "model.gguf"
+    link_or_copy(gguf_path("smollm2", Path(".")), gguf)
+    save_openvino_ir(gguf)
+    greedy = {"max_tokens": 24, "temperature": 0}
+    converted = _module().load("openvino", gguf, {"n_ctx": "1024"})
+    answer = _run(converted, greedy)
+    assert converted.source == tmp_path  # the saved IR, not the GGUF converted again
+    converted.close()
+    (tmp_path / "openvino_model.xml").unlink()
+    again = _module().load("openvino", gguf, {"n_ctx": "1024"})
+    assert again.source == gguf and _run(again, greedy) == answer  # the same model
+    again.close()
 
 
 def test_the_openvino_self_test_generates_on_this_cpu() -> None:
