@@ -169,7 +169,7 @@ def try_engine(
             )
             return Trial(engine, measured["first_token_s"], measured["rss_mb"], failure, True)
         return Trial(engine, measured["first_token_s"], measured["rss_mb"])
-    tail = " | ".join(done.stderr.decode(errors="replace").strip().splitlines()[-5:])
+    tail = _stderr_tail(done)
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         failure = f"{engine} died with {name} on its first tokens: {tail}"
@@ -281,8 +281,12 @@ def save_openvino_ir(gguf: Path, python: str = sys.executable) -> None:
     """OpenVINO GenAI's IR of `gguf` (model and tokenizers), written beside it."""
     done = subprocess.run([python, "-c", CONVERT, str(gguf)], capture_output=True)
     if done.returncode != 0:
-        tail = " | ".join(done.stderr.decode(errors="replace").strip().splitlines()[-5:])
-        raise SystemExit(f"OpenVINO could not convert {gguf.name}: {tail}")
+        raise SystemExit(f"OpenVINO could not convert {gguf.name}: {_stderr_tail(done)}")
+
+
+def _stderr_tail(done: subprocess.CompletedProcess[bytes]) -> str:
+    """A failed child's last lines of stderr, on one line."""
+    return " | ".join(done.stderr.decode(errors="replace").strip().splitlines()[-5:])
 
 
 def _package_dir(package: str) -> Path:
