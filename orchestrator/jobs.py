@@ -319,7 +319,7 @@ class JobStore:
         """Every physical collection that may hold the collection's points: the live one, and a
         re-index's new or old one."""
         live = self.where(collection, served).physical
-        record = self.rebuild(collection) if self.redis.exists(rebuild_key(collection)) else {}
+        record = self.rebuild(collection)  # {} when there is none: one round trip either way
         others = [record.get("physical"), record.get("source")]
         return [live, *sorted({str(p) for p in others if p and p != live})]
 

@@ -129,6 +129,8 @@ def run(ctx: RebuildContext, tenant: str, collection: str, physical: str) -> str
         copier.retry(ctx.store.drop, source.physical)
     except Abandoned:
         return "abandoned"
+    # Again: an answer retrieved from the old collection may have been cached after the swap.
+    ctx.jobs.forget_answers(name)
     ctx.jobs.update_rebuild(name, physical, state="done", finished_at=time.time())
     return "done"
 
@@ -150,9 +152,10 @@ class _Copier:
         """A store call, retried as ingestion's are (and waiting out an outage)."""
         return retrying(self.ctx.attempts, self.ctx.outage_s)(fn, *args)
 
-    def check(self) -> None:
-        """Still the collection's re-index (and seen alive: `updated_at`)."""
-        if not self.ctx.jobs.update_rebuild(self.name, self.target.physical):
+    def check(self, **progress: Any) -> None:
+        """Still the collection's re-index (and seen alive: `updated_at`), in the same
+        transaction as the progress shown, if any."""
+        if not self.ctx.jobs.update_rebuild(self.name, self.target.physical, **progress):
             raise Abandoned(self.name)
 
     def until_settled(self) -> None:
@@ -171,8 +174,9 @@ class _Copier:
             self.retry(self.ctx.store.delete_document, self.target.physical, document_id)
             del self.copied[document_id]
         done = 0
-        for document_id in changed:
+        if changed:
             self.check()
+        for document_id in changed:  # each document's progress update checks for the next
             version = versions[document_id]
             if swapped and not version.finished:
                 continue  # its job writes it where the collection lives now, or follows it
@@ -180,12 +184,7 @@ class _Copier:
                 self._copy(document_id)
             self.copied[document_id] = version.version
             done += 1
-            self.ctx.jobs.update_rebuild(
-                self.name,
-                self.target.physical,
-                documents_total=len(versions),
-                documents_copied=len(self.copied),
-            )
+            self.check(documents_total=len(versions), documents_copied=len(self.copied))
         return len(gone) + done
 
     def _copy(self, document_id: str) -> None:
