@@ -65,7 +65,7 @@ def publish_llm(
 ) -> None:
     """Publish a GGUF chat model as Triton's `llm` model, run by the engine that works and
     answers first on this CPU (llama.cpp or OpenVINO GenAI)."""
-    from export.llm import ENGINES
+    from export.llm import ENGINES, why_not
     from export.llm import publish_llm as publish
 
     if engine is not None and engine not in ("auto", *ENGINES):
@@ -79,6 +79,8 @@ def publish_llm(
                 f"  {trial.engine}: first token {trial.first_token_s:.2f}s on a ~480-token "
                 f"prompt, {trial.rss_mb:.0f} MB resident"
             )
+        if (reason := why_not(trial, chosen)) is not None:
+            console.print(f"  {trial.engine}: not chosen: {reason}")
     size = path.stat().st_size / 2**20
     console.print(f"`llm` serves {path.resolve()} ({size:.0f} MiB) with {chosen.engine}")
 

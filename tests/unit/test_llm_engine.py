@@ -13,17 +13,22 @@ from typing import Any
 import pytest
 
 from export.llm import (
+    CHECK,
     ENGINES,
+    MAX_REGRET,
     Trial,
     choose,
     gguf_path,
+    judge,
     save_openvino_ir,
     self_test,
     served_engine,
     this_cpu,
     try_engine,
+    why_not,
 )
 from export.repository import link_or_copy
+from orchestrator.clients.chat_template import GGUFTokenizer
 from orchestrator.settings import ROOT
 
 PROMPT = (
@@ -137,8 +142,31 @@ LLAMA = Trial("llama.cpp", first_token_s=1.0, rss_mb=200)
 
 
 def test_auto_keeps_llama_cpp_unless_openvino_answers_first_by_the_margin() -> None:
-    assert choose([LLAMA, Trial("openvino", 0.9, 300)], "auto").engine == "llama.cpp"
-    assert choose([LLAMA, Trial("openvino", 0.5, 300)], "auto").engine == "openvino"
+    assert choose([LLAMA, Trial("openvino", 0.9, 300, regret=0.0)], "auto").engine == "llama.cpp"
+    assert choose([LLAMA, Trial("openvino", 0.5, 300, regret=0.0)], "auto").engine == "openvino"
+
+
+def test_auto_keeps_llama_cpp_where_openvino_computes_another_model() -> None:
+    unfaithful = Trial("openvino", 0.5, 300, regret=MAX_REGRET + 0.01)
+    assert choose([LLAMA, unfaithful], "auto") == LLAMA
+    assert "nats per token under llama.cpp" in str(why_not(unfaithful, LLAMA))
+    unscored = Trial("openvino", 0.5, 300)  # the judge failed: nothing says it is the model
+    assert choose([LLAMA, unscored], "auto") == LLAMA
+    assert "could not be scored" in str(why_not(unscored, LLAMA))
+    assert why_not(Trial("openvino", 0.9, 300), LLAMA) is None  # not first by the margin
+    assert choose([LLAMA, unfaithful], "openvino") == unfaithful  # asked for by name
+
+
+def test_llama_cpp_scores_answers_by_how_unlikely_their_tokens_are_to_it() -> None:
+    gguf = gguf_path("smollm2", Path("."))
+    asked = GGUFTokenizer(gguf).render(CHECK)
+    params = {"n_ctx": "512", "n_batch": "512"}
+    tried = try_engine("llama.cpp", gguf, params, [asked])
+    assert tried.answers and tried.answers[0].startswith("The capital of France")
+    own = judge(gguf, params, [asked], tried)
+    assert own.regret is not None and own.regret < 0.01  # llama.cpp's own greedy answer
+    other = judge(gguf, params, [asked], Trial("openvino", 1.0, answers=("Zebra purple",)))
+    assert other.regret is not None and other.regret > 1.0
 
 
 def test_auto_serves_whichever_engine_works() -> None:
