@@ -91,19 +91,26 @@ import json, sys
 import numpy as np
 from llama_cpp import Llama
 params = json.loads(sys.argv[2])
-llm = Llama(model_path=sys.argv[1], n_ctx=int(params.get("n_ctx", "2048")), logits_all=True,
-            n_batch=int(params.get("n_batch", "512")), flash_attn=True, verbose=False)
+vocab = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+pairs = [
+    (vocab.tokenize(prompt.encode(), special=True),
+     vocab.tokenize(answer.encode(), add_bos=False, special=False))
+    for prompt, answer in zip(json.loads(sys.argv[3]), json.loads(sys.argv[4]))
+]
+# Every position's logits are kept (logits_all): a window no longer than needed bounds that.
+n_ctx = max(len(a) + len(s) for a, s in pairs) + 1
+llm = Llama(model_path=sys.argv[1], n_ctx=n_ctx, logits_all=True, verbose=False,
+            n_batch=int(params.get("n_batch", "512")),
+            flash_attn=params.get("flash_attn", "on") == "on")
 regrets = []
-for prompt, answer in zip(json.loads(sys.argv[3]), json.loads(sys.argv[4])):
-    asked = llm.tokenize(prompt.encode(), special=True)
-    said = llm.tokenize(answer.encode(), add_bos=False, special=False)
+for asked, said in pairs:
     llm.reset()
     llm.eval(asked + said)
     scores = np.array(llm.scores[len(asked) - 1 : len(asked) + len(said) - 1], dtype=np.float64)
     logp = scores - scores.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
     regrets += [float(logp[i].max() - logp[i, token]) for i, token in enumerate(said)]
-print(json.dumps({"regret": sum(regrets) / max(1, len(regrets))}))
+print(json.dumps({"regret": sum(regrets) / len(regrets) if regrets else None}))
 """
 # A short question a model answers the same however its prompt is read: llama.cpp reading it
 # in one batch and one token at a time must give the same greedy answer. On a 2-core AVX2 AMD
@@ -230,8 +237,8 @@ def judge(
         return trial
     if done.returncode != 0:
         return trial
-    regret = float(json.loads(done.stdout.decode().strip().splitlines()[-1])["regret"])
-    return dataclasses.replace(trial, regret=regret)
+    regret = json.loads(done.stdout.decode().strip().splitlines()[-1])["regret"]
+    return trial if regret is None else dataclasses.replace(trial, regret=float(regret))
 
 
 def choose(trials: list[Trial], wanted: str) -> Trial:

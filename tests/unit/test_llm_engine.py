@@ -167,6 +167,8 @@ def test_llama_cpp_scores_answers_by_how_unlikely_their_tokens_are_to_it() -> No
     assert own.regret is not None and own.regret < 0.01  # llama.cpp's own greedy answer
     other = judge(gguf, params, [asked], Trial("openvino", 1.0, answers=("Zebra purple",)))
     assert other.regret is not None and other.regret > 1.0
+    silent = judge(gguf, params, [asked], Trial("openvino", 1.0, answers=("",)))
+    assert silent.regret is None  # nothing to score: not taken for the same model
 
 
 def test_auto_serves_whichever_engine_works() -> None:
