@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from export.llm import config_params, gguf_path, judge, save_openvino_ir, trial_prompts, try_engine
+from export.llm import (
+    MAX_REGRET,
+    config_params,
+    gguf_path,
+    judge,
+    save_openvino_ir,
+    trial_prompts,
+    try_engine,
+)
 from export.repository import link_or_copy
 from export.run import cpu_isa
 from orchestrator.settings import ROOT, Settings
@@ -188,8 +196,8 @@ def main() -> None:
         f"{len(texts)} prompts: publish-llm's timed trial prompts (~480 tokens) and its short "
         "check. Next-token log-probabilities against the float64 reference: the largest "
         f"difference over the reference's top {TOP} tokens and the KL divergence; the judge's "
-        "score of each engine's greedy answers (nats per token, publish-llm's bound "
-        "0.1).",
+        f"score of each engine's greedy answers (nats per token, publish-llm's bound "
+        f"{MAX_REGRET}).",
         "",
         "| engine | same first token | max abs diff, top 10 (nats) | max KL (nats) | judge score |",
         "|---|---|---|---|---|",
