@@ -25,6 +25,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from export.repository import ROOT, link_or_copy
 from export.run import cpu_isa
@@ -201,7 +202,7 @@ def try_engine(
     except subprocess.TimeoutExpired:
         return Trial(engine, failure=f"no token after {timeout_s:g}s", crashed=True)
     if done.returncode == 0:
-        measured = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        measured = _printed(done)
         batched, one = measured.get("consistency", ["", ""])
         if batched != one:
             failure = (
@@ -237,7 +238,7 @@ def judge(
         return trial
     if done.returncode != 0:
         return trial
-    regret = json.loads(done.stdout.decode().strip().splitlines()[-1])["regret"]
+    regret = _printed(done)["regret"]
     return trial if regret is None else dataclasses.replace(trial, regret=float(regret))
 
 
@@ -256,16 +257,20 @@ def choose(trials: list[Trial], wanted: str) -> Trial:
     if len(working) == 1:
         return next(iter(working.values()))
     ours, other = working["llama.cpp"], working["openvino"]
-    assert ours.first_token_s is not None and other.first_token_s is not None
     faithful = other.regret is not None and other.regret <= MAX_REGRET
-    return other if faithful and other.first_token_s * MARGIN <= ours.first_token_s else ours
+    return other if faithful and first_by_margin(other, ours) else ours
+
+
+def first_by_margin(trial: Trial, ours: Trial) -> bool:
+    """`trial` gave the first token MARGIN times sooner than `ours` (both worked)."""
+    assert trial.first_token_s is not None and ours.first_token_s is not None
+    return trial.first_token_s * MARGIN <= ours.first_token_s
 
 
 def why_not(trial: Trial, chosen: Trial) -> str | None:
     """Why a working engine that answered first was not chosen, if so."""
-    if trial is chosen or trial.failure is not None or chosen.first_token_s is None:
-        return None
-    if trial.first_token_s is None or trial.first_token_s * MARGIN > chosen.first_token_s:
+    working = trial.failure is None and chosen.failure is None
+    if trial is chosen or not working or not first_by_margin(trial, chosen):
         return None
     if trial.regret is None:
         return f"{trial.engine}'s answers could not be scored by llama.cpp"
@@ -362,8 +367,7 @@ def _judged(
     ours = next((t for t in trials if t.engine == "llama.cpp" and t.failure is None), None)
     if trial.engine == "llama.cpp" or trial.failure is not None or ours is None:
         return trial
-    assert trial.first_token_s is not None and ours.first_token_s is not None
-    if trial.first_token_s * MARGIN > ours.first_token_s:
+    if not first_by_margin(trial, ours):
         return trial  # not chosen whatever it computes
     return judge(gguf, params, prompts, trial)
 
@@ -373,6 +377,12 @@ def save_openvino_ir(gguf: Path, python: str = sys.executable) -> None:
     done = subprocess.run([python, "-c", CONVERT, str(gguf)], capture_output=True)
     if done.returncode != 0:
         raise SystemExit(f"OpenVINO could not convert {gguf.name}: {_stderr_tail(done)}")
+
+
+def _printed(done: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
+    """What a child printed last: its result as JSON."""
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
 
 
 def _stderr_tail(done: subprocess.CompletedProcess[bytes]) -> str:
