@@ -29,7 +29,7 @@ from export.llm import (
 )
 from export.repository import link_or_copy
 from export.run import cpu_isa
-from orchestrator.settings import ROOT, Settings
+from orchestrator.settings import Settings
 from perf.common import save_results
 
 Array = npt.NDArray[np.float64]
@@ -109,10 +109,10 @@ def _logprobs(logits: Array) -> Array:
     return out
 
 
-def llama_cpp_logprobs(gguf: Path, prompts: list[list[int]]) -> list[Array]:
+def llama_cpp_logprobs(gguf: Path, params: dict[str, str], prompts: list[list[int]]) -> list[Array]:
+    """llama.cpp as `llm` serves it (n_batch and flash_attn from its config)."""
     from llama_cpp import Llama
 
-    params = config_params(ROOT / "model_repository" / "cpu" / "llm" / "config.pbtxt")
     llm = Llama(
         model_path=str(gguf),
         n_ctx=2048,
@@ -129,8 +129,9 @@ def llama_cpp_logprobs(gguf: Path, prompts: list[list[int]]) -> list[Array]:
     return out
 
 
-def openvino_logprobs(gguf: Path, prompts: list[list[int]]) -> list[Array]:
-    """OpenVINO GenAI's IR of the GGUF (what publish-llm serves) run on the whole prompt."""
+def openvino_logprobs(gguf: Path, params: dict[str, str], prompts: list[list[int]]) -> list[Array]:
+    """OpenVINO GenAI's IR of the GGUF (what publish-llm serves) run on the whole prompt;
+    `params` (llama.cpp's) do not apply."""
     import openvino as ov
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,10 +176,10 @@ def main() -> None:
     reference = Reference(gguf)
     expected = [reference.next_logprobs(i) for i in ids]
     engines = {"llama.cpp": llama_cpp_logprobs, "openvino": openvino_logprobs}
-    params = config_params(ROOT / "model_repository" / "cpu" / "llm" / "config.pbtxt")
+    params = config_params(settings.model_repository / "llm" / "config.pbtxt")
     rows = []
     for name, logprobs in engines.items():
-        got = logprobs(gguf, ids)
+        got = logprobs(gguf, params, ids)
         per_prompt = [compare(e, g) for e, g in zip(expected, got, strict=True)]
         trial = judge(gguf, params, prompts, try_engine(name, gguf, params, prompts))
         rows.append({
@@ -199,7 +200,8 @@ def main() -> None:
         f"score of each engine's greedy answers (nats per token, publish-llm's bound "
         f"{MAX_REGRET}).",
         "",
-        "| engine | same first token | max abs diff, top 10 (nats) | max KL (nats) | judge score |",
+        f"| engine | same first token | max abs diff, top {TOP} (nats) | max KL (nats) "
+        "| judge score |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
